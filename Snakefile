@@ -1,0 +1,26 @@
+# gendiag: why fine-tuned LLMs fail to generalise, from raw email corpora to paper figures.
+# Read DESIGN.md for the graph; config/README.md for every config key.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        study_outputs(),

@@ -1,0 +1,97 @@
+"""Config validation: JSON Schema (with defaults filled in) plus the cross-references a schema
+cannot express. Runs before any job; every error names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The workflow config is invalid; the message lists every problem with its key."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = key if key != "(top level)" else "the top level"
+        return f"unknown key(s) {extra} at {where}; allowed keys: {allowed}"
+    if error.validator == "enum":
+        return f"`{key}`: {error.instance!r} is not allowed; choose one of {error.validator_value}"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"`{key}`: {error.message} (allowed range: {_range(schema)})"
+    if error.validator == "type":
+        return f"`{key}`: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "required":
+        return f"`{key}`: {error.message}"
+    return f"`{key}`: {error.message}"
+
+
+def _range(schema: dict) -> str:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    left = "(" if "exclusiveMinimum" in schema else "["
+    right = ")" if "exclusiveMaximum" in schema else "]"
+    return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate `config` in place (defaults filled in) and return it; raise ConfigError on problems."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    problems = [_describe(e) for e in errors]
+    if not problems:
+        problems = _cross_references(config)
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems) + f"\n(schema: {schema_path})")
+    return config
+
+
+def _cross_references(config: dict) -> list[str]:
+    problems = []
+    corpora = set(config["corpora"])
+    for name, recipe in config["recipes"].items():
+        for corpus in recipe["corpora"]:
+            if corpus not in corpora:
+                problems.append(f"`recipes.{name}.corpora`: unknown corpus '{corpus}'; defined: {sorted(corpora)}")
+    for corpus in config["evaluation"].get("testsets") or []:
+        if corpus not in corpora:
+            problems.append(f"`evaluation.testsets`: unknown corpus '{corpus}'; defined: {sorted(corpora)}")
+    for name, model in config["models"].items():
+        if model["source"] == "hub" and not model.get("id"):
+            problems.append(f"`models.{name}`: source 'hub' needs `id` (a hub id or a local model directory)")
+        if model["source"] == "tiny" and not model.get("shape"):
+            problems.append(f"`models.{name}`: source 'tiny' needs `shape`")
+        if model["source"] == "hub" and "/" in str(model.get("id", "")) and not Path(model["id"]).exists() \
+                and not model.get("revision"):
+            problems.append(f"`models.{name}.revision`: pin a hub revision (commit hash) for reproducibility")
+    for key in ("specialist", "generalist"):
+        name = config["report"].get(key)
+        if name and name not in config["recipes"]:
+            problems.append(f"`report.{key}`: unknown recipe '{name}'; defined: {sorted(config['recipes'])}")
+    return problems

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and bootstrap confidence intervals for prediction files."""

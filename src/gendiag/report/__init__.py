@@ -1,0 +1,1 @@
+"""Reporting: the study's tables (CSV, Markdown, LaTeX) and figures (PDF, PNG)."""

@@ -1,0 +1,257 @@
+"""The study's tables, and one writer that emits each table as CSV, Markdown and LaTeX.
+
+CSV keeps full precision for machines; Markdown and LaTeX round floats for people. The LaTeX
+is a self-contained booktabs ``table`` environment meant to be ``\\input`` into a paper that
+loads ``booktabs``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gendiag.evaluate.metrics import CI_COLUMNS
+from gendiag.io import write_csv, write_text
+
+KEY_COLUMNS: tuple[str, ...] = ("arch", "recipe", "paradigm", "seed", "testset")
+CROSS_DATASET_COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS,
+    "in_domain",
+    "n",
+    "f1",
+    "f1_ci_low",
+    "f1_ci_high",
+    "precision",
+    "recall",
+    "accuracy",
+    "auroc",
+    *(c for c in CI_COLUMNS if not c.startswith("f1_")),
+)
+GAP_COLUMNS: tuple[str, ...] = (
+    "arch",
+    "paradigm",
+    "specialist",
+    "generalist",
+    "n_testsets_out_of_domain",
+    "specialist_ood_f1",
+    "generalist_ood_f1",
+    "delta_f1",
+    "specialist_in_domain_f1",
+    "generalist_in_domain_f1",
+)
+
+
+def cross_dataset_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The cross-dataset generalisation matrix in long form: one row per model run x test set.
+
+    Each dict holds the identifiers in `KEY_COLUMNS`, ``in_domain`` (was the test set drawn from
+    the corpora the recipe trains on) and the output of `evaluate_predictions`. Columns follow
+    `CROSS_DATASET_COLUMNS`; any extra keys are kept, after them, in alphabetical order.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("cross_dataset_table needs at least one row; got none")
+    for i, row in enumerate(rows):
+        missing = [c for c in CROSS_DATASET_COLUMNS if c not in row]
+        if missing:
+            ident = {k: row[k] for k in KEY_COLUMNS if k in row}
+            raise ValueError(
+                f"row {i} {ident} is missing key(s) {missing}; every row needs "
+                f"{list(CROSS_DATASET_COLUMNS)}"
+            )
+    df = pd.DataFrame(rows)
+    dup = df.duplicated(list(KEY_COLUMNS), keep=False)
+    if dup.any():
+        shown = df.loc[dup, list(KEY_COLUMNS)].drop_duplicates().head(5).to_dict("records")
+        raise ValueError(
+            f"{int(dup.sum())} rows share their ({', '.join(KEY_COLUMNS)}) with another row, "
+            f"e.g. {shown}; each model run must be evaluated once per test set"
+        )
+    extras = sorted(c for c in df.columns if c not in CROSS_DATASET_COLUMNS)
+    df = df[[*CROSS_DATASET_COLUMNS, *extras]]
+    df = df.astype({"in_domain": bool, "n": int, "seed": int})
+    return df.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+
+
+def _mean_f1_per_testset(rows: pd.DataFrame, testsets: list[str]) -> float:
+    """Mean over test sets of the mean over seeds, so a missing seed does not reweight test sets."""
+    if not testsets:
+        return math.nan
+    per_testset = rows[rows["testset"].isin(testsets)].groupby("testset")["f1"].mean()
+    return float(per_testset.mean())
+
+
+def generalisation_gap_table(cross: pd.DataFrame, specialist: str, generalist: str) -> pd.DataFrame:
+    """Specialist vs generalist recipe, out of domain and in domain, per (arch, paradigm).
+
+    Out of domain means the test sets on which the specialist's rows have ``in_domain`` False;
+    both recipes are scored on those same test sets, so ``delta_f1 = generalist - specialist``
+    isolates the effect of the training data. In-domain F1 is the mean over the specialist's
+    in-domain test sets. Every F1 is a mean over test sets of the mean over seeds.
+    (arch, paradigm) pairs where either recipe is absent (the zero-shot baseline) are skipped.
+    """
+    missing = [c for c in (*KEY_COLUMNS, "in_domain", "f1") if c not in cross.columns]
+    if missing:
+        raise ValueError(f"cross-dataset table is missing column(s) {missing}; got {list(cross.columns)}")
+    if specialist == generalist:
+        raise ValueError(f"specialist and generalist must be different recipes; got {specialist!r} twice")
+    present = sorted(cross["recipe"].unique())
+    for role, recipe in (("specialist", specialist), ("generalist", generalist)):
+        if recipe not in present:
+            raise ValueError(
+                f"{role} recipe {recipe!r} is not in the cross-dataset table; recipes: {present}"
+            )
+
+    out = []
+    for (arch, paradigm), group in cross.groupby(["arch", "paradigm"], sort=True):
+        spec = group[group["recipe"] == specialist]
+        gen = group[group["recipe"] == generalist]
+        if spec.empty or gen.empty:
+            continue
+        in_domain_flags = spec.groupby("testset")["in_domain"].agg(["min", "max"])
+        inconsistent = in_domain_flags.index[in_domain_flags["min"] != in_domain_flags["max"]]
+        if len(inconsistent):
+            raise ValueError(
+                f"{arch}/{specialist}/{paradigm}: in_domain differs between seeds on test set(s) "
+                f"{list(inconsistent)}"
+            )
+        ood = sorted(in_domain_flags.index[~in_domain_flags["max"].astype(bool)])
+        ind = sorted(in_domain_flags.index[in_domain_flags["max"].astype(bool)])
+        absent = sorted(set(ood + ind) - set(gen["testset"]))
+        if absent:
+            raise ValueError(
+                f"{arch}/{generalist}/{paradigm} was not evaluated on test set(s) {absent} that "
+                f"{specialist} was; both recipes must be scored on the same test sets"
+            )
+        spec_ood = _mean_f1_per_testset(spec, ood)
+        gen_ood = _mean_f1_per_testset(gen, ood)
+        out.append(
+            {
+                "arch": arch,
+                "paradigm": paradigm,
+                "specialist": specialist,
+                "generalist": generalist,
+                "n_testsets_out_of_domain": len(ood),
+                "specialist_ood_f1": spec_ood,
+                "generalist_ood_f1": gen_ood,
+                "delta_f1": gen_ood - spec_ood,
+                "specialist_in_domain_f1": _mean_f1_per_testset(spec, ind),
+                "generalist_in_domain_f1": _mean_f1_per_testset(gen, ind),
+            }
+        )
+    if not out:
+        raise ValueError(
+            f"no (arch, paradigm) has both {specialist!r} and {generalist!r} rows; "
+            f"nothing to compare"
+        )
+    return pd.DataFrame(out, columns=list(GAP_COLUMNS))
+
+
+# --- writers -----------------------------------------------------------------------------------
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _is_missing(value: Any) -> bool:
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
+
+
+def _format_cell(value: Any, float_format: str, missing: str) -> str:
+    if _is_missing(value):
+        return missing
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return float_format.format(float(value))
+    return str(value)
+
+
+def _numeric_columns(df: pd.DataFrame) -> list[bool]:
+    return [
+        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns
+    ]
+
+
+def to_markdown(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """GitHub pipe table; numeric columns right-aligned, booleans as yes/no, NaN as an em dash."""
+    numeric = _numeric_columns(df)
+
+    def cell(text: str) -> str:
+        return text.replace("|", r"\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(str(c)) for c in df.columns) + " |"
+    rule = "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"
+    body = [
+        "| " + " | ".join(cell(_format_cell(v, float_format, "—")) for v in row) + " |"
+        for row in df.itertuples(index=False, name=None)
+    ]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def to_latex(
+    df: pd.DataFrame, float_format: str = "{:.3f}", caption: str | None = None, label: str | None = None
+) -> str:
+    """A booktabs ``table`` environment; text is escaped, the label is used verbatim."""
+    numeric = _numeric_columns(df)
+    spec = "".join("r" if num else "l" for num in numeric)
+    lines = [
+        "% Generated by gendiag.report.tables; needs \\usepackage{booktabs}.",
+        "\\begin{table}[htbp]",
+        "\\centering",
+    ]
+    if caption:
+        lines.append(f"\\caption{{{latex_escape(caption)}}}")
+    if label:
+        lines.append(f"\\label{{{label}}}")
+    lines += [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(c) for c in df.columns) + " \\\\",
+        "\\midrule",
+    ]
+    for row in df.itertuples(index=False, name=None):
+        # "--" (an en dash in LaTeX) marks a missing value; escaping leaves it alone.
+        lines.append(" & ".join(latex_escape(_format_cell(v, float_format, "--")) for v in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    stem: str | os.PathLike,
+    float_format: str = "{:.3f}",
+    caption: str | None = None,
+    label: str | None = None,
+) -> list[Path]:
+    """Write ``{stem}.csv`` (full precision), ``{stem}.md`` and ``{stem}.tex``; return their paths."""
+    stem = Path(stem)
+    float_format.format(0.5)  # fail here, not halfway through the writes, on a bad format string
+    csv_path, md_path, tex_path = (stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex"))
+    write_csv(df, csv_path)
+    write_text(to_markdown(df, float_format), md_path)
+    write_text(to_latex(df, float_format, caption=caption, label=label), tex_path)
+    return [csv_path, md_path, tex_path]

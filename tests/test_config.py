@@ -1,0 +1,51 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from gendiag.config import ConfigError, validate_config
+
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+SHIPPED = [REPO / "config/config.yaml", REPO / "tests/config/tiny.yaml"]
+
+
+def load(path=REPO / "config/config.yaml"):
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    validate_config(load(path), SCHEMA)
+
+
+def test_defaults_are_filled_in():
+    config = validate_config(load(), SCHEMA)
+    assert config["training"]["grad_clip"] == 1.0
+    assert config["models"]["llama"]["shape"]["max_position_embeddings"] == 512
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(trainig={}), r"unknown key\(s\) \['trainig'\] at the top level; allowed keys: \["),
+        (lambda c: c["models"]["llama"]["lora"].update(r=0), r"`models.llama.lora.r`: 0 is less than the minimum"),
+        (lambda c: c["training"].update(lr="fast"), r"`training.lr`: expected number, got str 'fast'"),
+        (lambda c: c["models"]["llama"].update(family="gpt2"), r"`models.llama.family`: 'gpt2' is not allowed; choose"),
+        (lambda c: c["recipes"]["specialist"].update(corpora=["enron"]), r"unknown corpus 'enron'; defined"),
+        (lambda c: c["corpora"]["corporate"].pop("style"), r"`corpora.corporate`: 'style' is a required property"),
+        (lambda c: c["models"]["llama"]["lora"].update(target_modules=["qproj"]), r"'qproj' is not allowed"),
+    ],
+)
+def test_bad_config_names_the_key_and_what_is_allowed(edit, message):
+    config = copy.deepcopy(load())
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, SCHEMA)
+
+
+def test_hub_model_must_pin_a_revision():
+    config = load()
+    config["models"]["llama"] = {"family": "llama", "source": "hub", "id": "meta-llama/Llama-3.1-8B"}
+    with pytest.raises(ConfigError, match="pin a hub revision"):
+        validate_config(config, SCHEMA)

@@ -1,0 +1,93 @@
+import pandas as pd
+import pytest
+
+from gendiag.data.corpus import CORPUS_COLUMNS, IngestError, ingest, load_raw
+from gendiag.data.splits import compose_recipe, dedup_key, split_corpus, stratified_sample
+
+
+def test_synthetic_ingest_fills_the_corpus_contract(vocab):
+    from conftest import VOCABULARY
+
+    raw = load_raw("corp", {"loader": "synthetic", "style": "corporate", "n_messages": 50, "seed": 1}, VOCABULARY)
+    kept, quarantined, report = ingest(raw, "corp", "synthetic")
+    assert list(kept.columns[: len(CORPUS_COLUMNS)]) == CORPUS_COLUMNS
+    assert (kept["corpus"] == "corp").all() and kept["uid"].is_unique
+    assert report["rows_read"] == 50 == report["rows_kept"] + report["rows_quarantined"]
+    assert len(quarantined) == 0
+
+
+def test_ingest_quarantines_with_reasons_and_never_drops_silently():
+    raw = pd.DataFrame({"uid": ["a", "b", "b", "c"], "text": ["hello", "x", "y", "   "], "label": [0, 1, 1, 0]})
+    kept, quarantined, report = ingest(raw, "t", "test.csv")
+    assert list(kept["uid"]) == ["a", "b"]
+    assert sorted(quarantined["reason"]) == ["duplicate uid", "empty text"]
+    assert report["rows_read"] == report["rows_kept"] + report["rows_quarantined"] == 4
+    assert report["quarantine_reasons"] == {"duplicate uid": 1, "empty text": 1}
+
+
+def test_empty_corpus_stops_with_the_origin():
+    with pytest.raises(IngestError, match="empty.csv holds no messages"):
+        ingest(pd.DataFrame({"text": [], "label": []}), "t", "empty.csv")
+
+
+def test_table_loader_maps_columns_and_labels(tmp_path):
+    path = tmp_path / "mail.csv"
+    pd.DataFrame({"Email Text": ["hi there", "verify now"], "Email Type": ["Safe Email", "Phishing Email"]}).to_csv(
+        path, index=False
+    )
+    spec = {"loader": "table", "path": str(path), "columns": {"text": "Email Text", "label": "Email Type"},
+            "label_map": {"Safe Email": 0, "Phishing Email": 1}}
+    raw = load_raw("kaggle", spec)
+    assert list(raw["label"]) == [0, 1] and list(raw["label_fine"]) == ["Safe Email", "Phishing Email"]
+
+
+def test_table_loader_errors_name_file_row_and_fix(tmp_path):
+    path = tmp_path / "mail.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "label": ["0", "1", "spam"]}).to_csv(path, index=False)
+    with pytest.raises(IngestError, match=r"mail.csv row 3 has label 'spam'.*label_map"):
+        load_raw("m", {"loader": "table", "path": str(path)})
+    with pytest.raises(IngestError, match=r"lacks columns \['body'\].*corpora.m.columns"):
+        load_raw("m", {"loader": "table", "path": str(path), "columns": {"text": "body"}})
+    with pytest.raises(IngestError, match="does not exist; fix `corpora.m.path`"):
+        load_raw("m", {"loader": "table", "path": str(tmp_path / "missing.csv")})
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
+    with pytest.raises(IngestError, match="not valid UTF-8"):
+        load_raw("m", {"loader": "table", "path": str(bad)})
+
+
+def test_dedup_key_ignores_case_digits_and_punctuation():
+    assert dedup_key("Meeting at 10am, Room 4!") == dedup_key("meeting at  11AM room 5")
+    assert dedup_key("meeting at 10am") != dedup_key("meeting at noon")
+
+
+def test_split_removes_duplicates_before_splitting_and_stratifies(small_corpus):
+    frame = small_corpus.copy()
+    copies = frame.head(20).assign(uid=lambda f: f["uid"] + "-copy", text=lambda f: f["text"].str.upper())
+    frame = pd.concat([frame, copies], ignore_index=True)
+    splits, report = split_corpus(frame, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    assert report["duplicates_removed"] >= 20
+    assert not splits["uid"].str.endswith("-copy").any()
+    keys = splits["text"].map(dedup_key)
+    assert keys.is_unique
+    for split in ("train", "val", "test"):
+        share = splits.loc[splits["split"] == split, "label"].mean()
+        assert share == pytest.approx(splits["label"].mean(), abs=0.05)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        split_corpus(frame, {"train": 0.6, "val": 0.2, "test": 0.3}, seed=0)
+
+
+def test_recipe_mixes_corpora_in_equal_shares(small_corpus):
+    splits = {}
+    for corpus, group in small_corpus.assign(corpus=small_corpus["style"]).groupby("corpus"):
+        splits[corpus], _ = split_corpus(group.reset_index(drop=True), {"train": 0.7, "val": 0.15, "test": 0.15}, 0)
+    train, val, report = compose_recipe(splits, train_size=100, val_size=20, seed=0)
+    assert len(train) == 100 and len(val) == 20
+    assert report["train"]["by_corpus"] == {"corporate": 50, "credential_phish": 50}
+    assert set(train["split"]) == {"train"} and set(val["split"]) == {"val"}
+
+
+def test_stratified_sample_keeps_label_shares():
+    frame = pd.DataFrame({"label": [0] * 80 + [1] * 20, "x": range(100)})
+    sample = stratified_sample(frame, 10, seed=0, by=["label"])
+    assert sample["label"].tolist().count(1) == 2

@@ -1,0 +1,125 @@
+"""The Snakemake graph: dry runs of each shipped config, a tiny end-to-end run, rerun semantics."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
+
+
+def run(args: list[str], cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def jobs_by_rule(dry_run_output: str) -> dict[str, list[str]]:
+    """{rule: [wildcards of each job]} from `snakemake -n` output."""
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
+    return jobs
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "tests/config/tiny.yaml"])
+def test_dry_run_of_each_shipped_config(configfile):
+    result = run(["-n", "--cores", "2", "--configfile", configfile], REPO, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = jobs_by_rule(result.stdout)
+    assert {"ingest", "split", "base_tiny", "finetune", "predict", "cross_dataset_table"} <= set(jobs)
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    bad = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    bad["training"]["steps"] = -5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = run(["-n", "--cores", "1", "--configfile", str(path)], REPO, timeout=300)
+    assert result.returncode != 0
+    assert "`training.steps`: -5 is less than the minimum of 1" in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    """A copy of the workflow that has run the tiny study to completion."""
+    root = tmp_path_factory.mktemp("study")
+    for item in COPY:
+        source = REPO / item
+        (root / item).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / item)
+    result = run(["--cores", "2", "--configfile", "tests/config/tiny.yaml"], root)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return root
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
+    cross = pd.read_csv(tiny_study / "results/tables/cross_dataset.csv")
+    expected = ["arch", "recipe", "paradigm", "seed", "testset", "in_domain", "n", "f1", "f1_ci_low", "f1_ci_high",
+                "precision", "recall", "accuracy", "auroc"]
+    assert list(cross.columns[: len(expected)]) == expected
+    # 2 architectures x (zero-shot + 2 recipes) x 2 test sets
+    assert len(cross) == 2 * 3 * 2
+    assert set(cross["paradigm"]) == {"zeroshot", "standard"}
+    for metric in ("f1", "precision", "recall", "accuracy"):
+        assert cross[metric].between(0, 1).all()
+    assert (cross["f1_ci_low"] <= cross["f1"] + 1e-9).all() and (cross["f1"] <= cross["f1_ci_high"] + 1e-9).all()
+    assert (cross["n"] == 30).all()
+    in_domain = cross.set_index(["arch", "recipe", "testset"])["in_domain"]
+    assert in_domain[("llama", "specialist", "corporate")]
+    assert not in_domain[("llama", "specialist", "credential_phish")]
+    assert in_domain[("mistral", "generalist", "credential_phish")]
+    assert not cross.loc[cross["paradigm"] == "zeroshot", "in_domain"].any()
+    for stem in ("cross_dataset", "generalisation_gap"):
+        for ext in ("csv", "md", "tex"):
+            assert (tiny_study / f"results/tables/{stem}.{ext}").stat().st_size > 100
+    for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap"):
+        for ext in ("pdf", "png"):
+            assert (tiny_study / f"results/figures/{stem}.{ext}").stat().st_size > 5000
+    log = pd.read_csv(tiny_study / "results/finetune/llama/generalist/standard/seed0/train_log.csv")
+    assert len(log) == 30 and log["loss"].notna().all()
+    assert (tiny_study / "results/finetune/llama/generalist/standard/seed0/adapter/adapter_model.safetensors").exists()
+    assert not list((tiny_study / "results").rglob("*.tmp")), "a temporary file was left behind"
+
+
+@pytest.mark.slow
+def test_rerun_after_a_complete_run_has_nothing_to_do(tiny_study):
+    result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert jobs_by_rule(result.stdout) == {}, result.stdout
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny_study, tmp_path):
+    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
+    config["models"]["mistral"]["lora"]["r"] = 8
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = run(["-n", "--cores", "2", "--configfile", str(changed)], tiny_study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    assert sorted(jobs["finetune"]) == sorted(
+        f"arch=mistral, recipe={r}, paradigm=standard, seed=0" for r in ("generalist", "specialist")
+    )
+    assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
+    aggregates = {"cross_dataset_table", "figure_cross_dataset_f1", "figure_training_curves",
+                  "figure_generalisation_gap", "all"}
+    assert set(jobs) == {"finetune", "predict"} | aggregates

@@ -1,0 +1,131 @@
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from gendiag.config import validate_config  # noqa: E402
+
+validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+CORPORA = list(config["corpora"])
+RECIPES = list(config["recipes"])
+MODELS = list(config["models"])
+TESTSETS = config["evaluation"]["testsets"] or CORPORA
+SEEDS = config["training"]["seeds"]
+TUNED_PARADIGMS = [p for p in config["training"]["paradigms"] if p != "zeroshot"]
+TINY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "tiny"]
+HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+ZEROSHOT_RECIPE = "none"
+ZEROSHOT_SEED = 0
+LIBRARY = Path(workflow.basedir) / "src/gendiag"
+
+
+def one_of(names):
+    """A wildcard regex matching exactly these names (or nothing when the list is empty)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+wildcard_constraints:
+    corpus=one_of(CORPORA),
+    recipe=one_of(RECIPES + [ZEROSHOT_RECIPE]),
+    arch=one_of(MODELS),
+    testset=one_of(TESTSETS),
+    paradigm=one_of(config["training"]["paradigms"]),
+    seed=r"\d+",
+
+
+def library(*modules):
+    """Library source files a rule depends on, so editing them reruns it (and only it)."""
+    return [str(LIBRARY / f"{m.replace('.', '/')}.py") for m in ("__init__", "io", *modules)]
+
+
+def family_library(wildcards):
+    """The per-architecture module of this job's model family."""
+    return library(f"models.{config['models'][wildcards.arch]['family']}")
+
+
+def model_params(wildcards):
+    return config["models"][wildcards.arch]
+
+
+def training_params(wildcards):
+    """The global training settings with this model's overrides (seeds and paradigms are wildcards)."""
+    merged = {**config["training"], **config["models"][wildcards.arch].get("training", {})}
+    return {k: v for k, v in merged.items() if k not in ("seeds", "paradigms")}
+
+
+def runs():
+    """Every evaluated model: (arch, recipe, paradigm, seed); zero-shot has no recipe or seed."""
+    rows = []
+    for arch in MODELS:
+        if "zeroshot" in config["training"]["paradigms"]:
+            rows.append((arch, ZEROSHOT_RECIPE, "zeroshot", ZEROSHOT_SEED))
+        for recipe in RECIPES:
+            for paradigm in TUNED_PARADIGMS:
+                for seed in SEEDS:
+                    rows.append((arch, recipe, paradigm, seed))
+    return rows
+
+
+def run_dir(arch, recipe, paradigm, seed):
+    return f"{arch}/{recipe}/{paradigm}/seed{seed}"
+
+
+def predictions_of(arch, recipe, paradigm, seed):
+    return [
+        f"results/predictions/{run_dir(arch, recipe, paradigm, seed)}/{t}.parquet"
+        for t in TESTSETS
+    ]
+
+
+def all_predictions():
+    return [p for run in runs() for p in predictions_of(*run)]
+
+
+def all_train_logs():
+    return [
+        f"results/finetune/{run_dir(*run)}/train_log.csv"
+        for run in runs()
+        if run[2] != "zeroshot"
+    ]
+
+
+def adapter_input(wildcards):
+    """The adapter of a fine-tuned run; none for the zero-shot baseline."""
+    if wildcards.paradigm == "zeroshot":
+        return []
+    return f"results/finetune/{wildcards.arch}/{wildcards.recipe}/{wildcards.paradigm}/seed{wildcards.seed}/adapter"
+
+
+def in_domain_map():
+    """{recipe: [test sets whose corpus the recipe trains on]}."""
+    return {
+        recipe: [t for t in TESTSETS if t in spec["corpora"]]
+        for recipe, spec in config["recipes"].items()
+    }
+
+
+def model_resources(attempt_scale=True):
+    """Resources of a model job; memory and runtime grow with each retry attempt."""
+    compute = config["compute"]
+    return {
+        "mem_mb": lambda wildcards, attempt: compute["mem_mb"] * attempt,
+        "runtime": lambda wildcards, attempt: compute["runtime"] * attempt,
+        "gpu": compute["gpus"],
+    }
+
+
+def study_outputs():
+    tables = expand(
+        "results/tables/{name}.{ext}",
+        name=["cross_dataset", "generalisation_gap"],
+        ext=["csv", "md", "tex"],
+    )
+    figures = expand(
+        "results/figures/{name}.{ext}",
+        name=["cross_dataset_f1", "training_curves", "generalisation_gap"],
+        ext=["pdf", "png"],
+    )
+    reports = expand("results/corpora/{corpus}.ingest.json", corpus=CORPORA)
+    return tables + figures + reports

@@ -1,0 +1,101 @@
+rule ingest:
+    input:
+        vocabulary=lambda wc: (
+            "resources/synthetic/styles.yaml"
+            if config["corpora"][wc.corpus]["loader"] == "synthetic"
+            else []
+        ),
+        raw=lambda wc: config["corpora"][wc.corpus].get("path", []),
+        code=library("data.__init__", "data.corpus", "data.synthetic"),
+    output:
+        corpus="results/corpora/{corpus}.parquet",
+        quarantine="results/corpora/{corpus}.quarantine.parquet",
+        report="results/corpora/{corpus}.ingest.json",
+    params:
+        spec=lambda wc: config["corpora"][wc.corpus],
+    log:
+        "results/logs/ingest/{corpus}.log",
+    benchmark:
+        "results/benchmarks/ingest/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/ingest.py"
+
+
+rule split:
+    input:
+        corpus="results/corpora/{corpus}.parquet",
+        code=library("data.splits"),
+    output:
+        splits="results/splits/{corpus}.parquet",
+        report="results/splits/{corpus}.json",
+    params:
+        fractions=config["splits"]["fractions"],
+        seed=config["splits"]["seed"],
+    log:
+        "results/logs/split/{corpus}.log",
+    benchmark:
+        "results/benchmarks/split/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/split.py"
+
+
+rule compose_recipe:
+    input:
+        splits=lambda wc: expand(
+            "results/splits/{corpus}.parquet",
+            corpus=config["recipes"][wc.recipe]["corpora"],
+        ),
+        code=library("data.splits"),
+    output:
+        train="results/datasets/{recipe}/train.parquet",
+        val="results/datasets/{recipe}/val.parquet",
+        report="results/datasets/{recipe}/report.json",
+    params:
+        recipe=lambda wc: config["recipes"][wc.recipe],
+    log:
+        "results/logs/compose_recipe/{recipe}.log",
+    benchmark:
+        "results/benchmarks/compose_recipe/{recipe}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/compose_recipe.py"
+
+
+rule testset:
+    input:
+        splits="results/splits/{testset}.parquet",
+        code=library("data.splits"),
+    output:
+        testset="results/testsets/{testset}.parquet",
+    params:
+        max_size=config["evaluation"]["max_test_size"],
+        seed=config["evaluation"]["seed"],
+    log:
+        "results/logs/testset/{testset}.log",
+    benchmark:
+        "results/benchmarks/testset/{testset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/testset.py"

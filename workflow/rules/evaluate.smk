@@ -1,0 +1,74 @@
+# One job per model writes every test set's predictions: loading the model dominates the cost
+# (an 8B model takes longer to load than to score a test set), so it is loaded once.
+rule predict:
+    input:
+        base="results/models/{arch}/base",
+        adapter=adapter_input,
+        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        code=lambda wc: library(
+            "prompts",
+            "models.__init__",
+            "models.loading",
+            "models.inputs",
+            "evaluate.predict",
+        )
+        + family_library(wc),
+    output:
+        predictions=expand(
+            "results/predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
+            testset=TESTSETS,
+        ),
+    params:
+        family=lambda wc: config["models"][wc.arch]["family"],
+        prompt=config["prompt"],
+        quantization=config["training"]["quantization"],
+        evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
+        compute={k: config["compute"][k] for k in ("device", "dtype")},
+    log:
+        "results/logs/predict/{arch}/{recipe}/{paradigm}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/predict/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+rule cross_dataset_table:
+    input:
+        predictions=all_predictions(),
+        code=library("evaluate.metrics", "report.tables"),
+    output:
+        table=report(
+            multiext("results/tables/cross_dataset", ".csv", ".md", ".tex"),
+            caption="../report/cross_dataset_table.rst",
+            category="Tables",
+        ),
+        gap=report(
+            multiext("results/tables/generalisation_gap", ".csv", ".md", ".tex"),
+            caption="../report/generalisation_gap_table.rst",
+            category="Tables",
+        ),
+    params:
+        runs=runs(),
+        testsets=TESTSETS,
+        in_domain=in_domain_map(),
+        evaluation={
+            k: config["evaluation"][k] for k in ("bootstrap_resamples", "seed", "threshold")
+        },
+        comparison=config["report"],
+    log:
+        "results/logs/cross_dataset_table.log",
+    benchmark:
+        "results/benchmarks/cross_dataset_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/cross_dataset_table.py"

@@ -1,0 +1,38 @@
+rule finetune:
+    input:
+        base="results/models/{arch}/base",
+        train="results/datasets/{recipe}/train.parquet",
+        val="results/datasets/{recipe}/val.parquet",
+        code=lambda wc: library(
+            "prompts",
+            "models.__init__",
+            "models.loading",
+            "models.inputs",
+            "finetune.qlora",
+        )
+        + family_library(wc),
+    output:
+        adapter=directory("results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/adapter"),
+        train_log="results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/train_log.csv",
+        summary="results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/summary.json",
+    params:
+        family=lambda wc: config["models"][wc.arch]["family"],
+        lora=lambda wc: config["models"][wc.arch]["lora"],
+        training=training_params,
+        prompt=config["prompt"],
+        compute={k: config["compute"][k] for k in ("device", "dtype")},
+        # Outside the output folder: Snakemake deletes outputs before a rerun, checkpoints must survive.
+        checkpoint_dir="results/checkpoints/{arch}/{recipe}/{paradigm}/seed{seed}",
+    wildcard_constraints:
+        paradigm=one_of(TUNED_PARADIGMS),
+    log:
+        "results/logs/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,52 @@
+rule base_tiny:
+    input:
+        splits=expand("results/splits/{corpus}.parquet", corpus=CORPORA),
+        code=lambda wc: library(
+            "prompts", "models.base", "models.tokenizer"
+        )
+        + family_library(wc),
+    output:
+        base=directory("results/models/{arch}/base"),
+        log_csv="results/models/{arch}/pretrain_log.csv",
+    params:
+        model=model_params,
+        tiny_base=config["tiny_base"],
+        prompt=config["prompt"],
+    wildcard_constraints:
+        arch=one_of(TINY_MODELS),
+    log:
+        "results/logs/base_tiny/{arch}.log",
+    benchmark:
+        "results/benchmarks/base_tiny/{arch}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/base_tiny.py"
+
+
+rule base_hub:
+    input:
+        code=library("models.base"),
+    output:
+        base=directory("results/models/{arch}/base"),
+    params:
+        model_id=lambda wc: config["models"][wc.arch]["id"],
+        revision=lambda wc: config["models"][wc.arch].get("revision"),
+    wildcard_constraints:
+        arch=one_of(HUB_MODELS),
+    log:
+        "results/logs/base_hub/{arch}.log",
+    benchmark:
+        "results/benchmarks/base_hub/{arch}.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/base_hub.py"

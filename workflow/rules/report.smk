@@ -1,0 +1,76 @@
+rule figure_cross_dataset_f1:
+    input:
+        table="results/tables/cross_dataset.csv",
+        code=library("report.figures"),
+    output:
+        pdf="results/figures/cross_dataset_f1.pdf",
+        png=report(
+            "results/figures/cross_dataset_f1.png",
+            caption="../report/cross_dataset_f1.rst",
+            category="Figures",
+        ),
+    params:
+        recipe_order=[ZEROSHOT_RECIPE] + RECIPES,
+        testset_order=TESTSETS,
+    log:
+        "results/logs/figure_cross_dataset_f1.log",
+    benchmark:
+        "results/benchmarks/figure_cross_dataset_f1.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figure_cross_dataset_f1.py"
+
+
+rule figure_training_curves:
+    input:
+        logs=all_train_logs(),
+        code=library("report.figures"),
+    output:
+        pdf="results/figures/training_curves.pdf",
+        png=report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/figure_training_curves.log",
+    benchmark:
+        "results/benchmarks/figure_training_curves.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figure_training_curves.py"
+
+
+rule figure_generalisation_gap:
+    input:
+        table="results/tables/generalisation_gap.csv",
+        code=library("report.figures"),
+    output:
+        pdf="results/figures/generalisation_gap.pdf",
+        png=report(
+            "results/figures/generalisation_gap.png",
+            caption="../report/generalisation_gap.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/figure_generalisation_gap.log",
+    benchmark:
+        "results/benchmarks/figure_generalisation_gap.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figure_generalisation_gap.py"

@@ -1,0 +1,16 @@
+"""De-duplicate one corpus and split it into train/val/test, stratified by label."""
+
+import pandas as pd
+
+from gendiag.data.splits import split_corpus
+from gendiag.io import setup_logging, write_json, write_parquet
+
+smk = snakemake  # noqa: F821
+log = setup_logging(smk.log[0])
+
+frame = pd.read_parquet(smk.input.corpus)
+splits, report = split_corpus(frame, dict(smk.params.fractions), seed=int(smk.params.seed))
+log.info("%s: %d rows, %d duplicates removed, counts %s", smk.wildcards.corpus, report["rows_in"],
+         report["duplicates_removed"], report["counts"])
+write_parquet(splits, smk.output.splits)
+write_json(report, smk.output.report)
