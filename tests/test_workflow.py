@@ -37,7 +37,7 @@ def jobs_by_rule(dry_run_output: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "tests/config/tiny.yaml"])
 def test_dry_run_of_each_shipped_config(configfile):
-    result = run(["-n", "--cores", "2", "--configfile", configfile], REPO, timeout=300)
+    result = run(["-n", "--forceall", "--cores", "2", "--configfile", configfile], REPO, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = jobs_by_rule(result.stdout)
     assert {"ingest", "split", "base_tiny", "finetune", "predict", "cross_dataset_table"} <= set(jobs)

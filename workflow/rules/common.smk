@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,7 +38,10 @@ wildcard_constraints:
 
 def library(*modules):
     """Library source files a rule depends on, so editing them reruns it (and only it)."""
-    return [str(LIBRARY / f"{m.replace('.', '/')}.py") for m in ("__init__", "io", *modules)]
+    return [
+        os.path.relpath(LIBRARY / f"{m.replace('.', '/')}.py")
+        for m in ("__init__", "io", *modules)
+    ]
 
 
 def family_library(wildcards):
@@ -51,7 +55,10 @@ def model_params(wildcards):
 
 def training_params(wildcards):
     """The global training settings with this model's overrides (seeds and paradigms are wildcards)."""
-    merged = {**config["training"], **config["models"][wildcards.arch].get("training", {})}
+    merged = {
+        **config["training"],
+        **config["models"][wildcards.arch].get("training", {}),
+    }
     return {k: v for k, v in merged.items() if k not in ("seeds", "paradigms")}
 
 

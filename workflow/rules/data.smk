@@ -11,18 +11,18 @@ rule ingest:
         corpus="results/corpora/{corpus}.parquet",
         quarantine="results/corpora/{corpus}.quarantine.parquet",
         report="results/corpora/{corpus}.ingest.json",
-    params:
-        spec=lambda wc: config["corpora"][wc.corpus],
     log:
         "results/logs/ingest/{corpus}.log",
     benchmark:
         "results/benchmarks/ingest/{corpus}.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        spec=lambda wc: config["corpora"][wc.corpus],
     script:
         "../scripts/ingest.py"
 
@@ -34,19 +34,19 @@ rule split:
     output:
         splits="results/splits/{corpus}.parquet",
         report="results/splits/{corpus}.json",
-    params:
-        fractions=config["splits"]["fractions"],
-        seed=config["splits"]["seed"],
     log:
         "results/logs/split/{corpus}.log",
     benchmark:
         "results/benchmarks/split/{corpus}.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        fractions=config["splits"]["fractions"],
+        seed=config["splits"]["seed"],
     script:
         "../scripts/split.py"
 
@@ -62,18 +62,18 @@ rule compose_recipe:
         train="results/datasets/{recipe}/train.parquet",
         val="results/datasets/{recipe}/val.parquet",
         report="results/datasets/{recipe}/report.json",
-    params:
-        recipe=lambda wc: config["recipes"][wc.recipe],
     log:
         "results/logs/compose_recipe/{recipe}.log",
     benchmark:
         "results/benchmarks/compose_recipe/{recipe}.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        recipe=lambda wc: config["recipes"][wc.recipe],
     script:
         "../scripts/compose_recipe.py"
 
@@ -84,18 +84,18 @@ rule testset:
         code=library("data.splits"),
     output:
         testset="results/testsets/{testset}.parquet",
-    params:
-        max_size=config["evaluation"]["max_test_size"],
-        seed=config["evaluation"]["seed"],
     log:
         "results/logs/testset/{testset}.log",
     benchmark:
         "results/benchmarks/testset/{testset}.tsv"
+    conda:
+        "../../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        max_size=config["evaluation"]["max_test_size"],
+        seed=config["evaluation"]["seed"],
     script:
         "../scripts/testset.py"

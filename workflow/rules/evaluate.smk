@@ -18,21 +18,21 @@ rule predict:
             "results/predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
             testset=TESTSETS,
         ),
+    log:
+        "results/logs/predict/{arch}/{recipe}/{paradigm}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/predict/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
         prompt=config["prompt"],
         quantization=config["training"]["quantization"],
         evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
         compute={k: config["compute"][k] for k in ("device", "dtype")},
-    log:
-        "results/logs/predict/{arch}/{recipe}/{paradigm}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/predict/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
-    threads: config["compute"]["threads"]
-    resources:
-        **model_resources(),
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/predict.py"
 
@@ -52,23 +52,24 @@ rule cross_dataset_table:
             caption="../report/generalisation_gap_table.rst",
             category="Tables",
         ),
+    log:
+        "results/logs/cross_dataset_table.log",
+    benchmark:
+        "results/benchmarks/cross_dataset_table.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         runs=runs(),
         testsets=TESTSETS,
         in_domain=in_domain_map(),
         evaluation={
-            k: config["evaluation"][k] for k in ("bootstrap_resamples", "seed", "threshold")
+            k: config["evaluation"][k]
+            for k in ("bootstrap_resamples", "seed", "threshold")
         },
         comparison=config["report"],
-    log:
-        "results/logs/cross_dataset_table.log",
-    benchmark:
-        "results/benchmarks/cross_dataset_table.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/cross_dataset_table.py"

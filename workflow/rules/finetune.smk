@@ -12,9 +12,22 @@ rule finetune:
         )
         + family_library(wc),
     output:
-        adapter=directory("results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/adapter"),
+        adapter=directory(
+            "results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/adapter"
+        ),
         train_log="results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/train_log.csv",
         summary="results/finetune/{arch}/{recipe}/{paradigm}/seed{seed}/summary.json",
+    log:
+        "results/logs/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
+    wildcard_constraints:
+        paradigm=one_of(TUNED_PARADIGMS),
+    conda:
+        "../../envs/train.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
         lora=lambda wc: config["models"][wc.arch]["lora"],
@@ -23,16 +36,5 @@ rule finetune:
         compute={k: config["compute"][k] for k in ("device", "dtype")},
         # Outside the output folder: Snakemake deletes outputs before a rerun, checkpoints must survive.
         checkpoint_dir="results/checkpoints/{arch}/{recipe}/{paradigm}/seed{seed}",
-    wildcard_constraints:
-        paradigm=one_of(TUNED_PARADIGMS),
-    log:
-        "results/logs/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/finetune/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
-    threads: config["compute"]["threads"]
-    resources:
-        **model_resources(),
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/finetune.py"

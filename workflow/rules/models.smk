@@ -1,28 +1,26 @@
 rule base_tiny:
     input:
         splits=expand("results/splits/{corpus}.parquet", corpus=CORPORA),
-        code=lambda wc: library(
-            "prompts", "models.base", "models.tokenizer"
-        )
+        code=lambda wc: library("prompts", "models.base", "models.tokenizer")
         + family_library(wc),
     output:
         base=directory("results/models/{arch}/base"),
         log_csv="results/models/{arch}/pretrain_log.csv",
-    params:
-        model=model_params,
-        tiny_base=config["tiny_base"],
-        prompt=config["prompt"],
-    wildcard_constraints:
-        arch=one_of(TINY_MODELS),
     log:
         "results/logs/base_tiny/{arch}.log",
     benchmark:
         "results/benchmarks/base_tiny/{arch}.tsv"
+    wildcard_constraints:
+        arch=one_of(TINY_MODELS),
+    conda:
+        "../../envs/train.yaml"
     threads: config["compute"]["threads"]
     resources:
         **model_resources(),
-    conda:
-        "../../envs/train.yaml"
+    params:
+        model=model_params,
+        tiny_base=config["tiny_base"],
+        prompt=config["prompt"],
     script:
         "../scripts/base_tiny.py"
 
@@ -32,21 +30,21 @@ rule base_hub:
         code=library("models.base"),
     output:
         base=directory("results/models/{arch}/base"),
-    params:
-        model_id=lambda wc: config["models"][wc.arch]["id"],
-        revision=lambda wc: config["models"][wc.arch].get("revision"),
-    wildcard_constraints:
-        arch=one_of(HUB_MODELS),
     log:
         "results/logs/base_hub/{arch}.log",
     benchmark:
         "results/benchmarks/base_hub/{arch}.tsv"
+    wildcard_constraints:
+        arch=one_of(HUB_MODELS),
     localrule: True
+    conda:
+        "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=240,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        model_id=lambda wc: config["models"][wc.arch]["id"],
+        revision=lambda wc: config["models"][wc.arch].get("revision"),
     script:
         "../scripts/base_hub.py"

@@ -9,19 +9,19 @@ rule figure_cross_dataset_f1:
             caption="../report/cross_dataset_f1.rst",
             category="Figures",
         ),
-    params:
-        recipe_order=[ZEROSHOT_RECIPE] + RECIPES,
-        testset_order=TESTSETS,
     log:
         "results/logs/figure_cross_dataset_f1.log",
     benchmark:
         "results/benchmarks/figure_cross_dataset_f1.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/report.yaml"
+    params:
+        recipe_order=[ZEROSHOT_RECIPE] + RECIPES,
+        testset_order=TESTSETS,
     script:
         "../scripts/figure_cross_dataset_f1.py"
 
@@ -41,12 +41,12 @@ rule figure_training_curves:
         "results/logs/figure_training_curves.log",
     benchmark:
         "results/benchmarks/figure_training_curves.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figure_training_curves.py"
 
@@ -66,11 +66,11 @@ rule figure_generalisation_gap:
         "results/logs/figure_generalisation_gap.log",
     benchmark:
         "results/benchmarks/figure_generalisation_gap.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/report.yaml"
     script:
         "../scripts/figure_generalisation_gap.py"

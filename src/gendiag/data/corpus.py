@@ -90,7 +90,7 @@ def _load_table(corpus: str, spec: dict[str, Any]) -> pd.DataFrame:
             f"corpus '{corpus}': {path} row {row + 1} has label {raw_labels[row]!r}, outside the mapping"
             f" {sorted(label_map)} ({int(unknown.sum())} rows in all); extend `corpora.{corpus}.label_map`"
         )
-    frame["label_fine"] = raw_labels if "label_fine" not in frame else frame["label_fine"]
+    frame["label_fine"] = frame.get("label_fine", raw_labels)
     frame["label"] = raw_labels.map(label_map).astype(int)
     if "uid" not in frame:
         frame["uid"] = [f"{corpus}-{path.stem}-{i:07d}" for i in range(len(frame))]

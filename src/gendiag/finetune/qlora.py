@@ -52,7 +52,9 @@ class TrainSettings:
     checkpoint_every: int = 50
     gradient_checkpointing: bool = False
     seed: int = 0
-    quantization: dict = field(default_factory=lambda: {"load_in_4bit": True, "quant_type": "nf4", "double_quant": True})
+    quantization: dict = field(
+        default_factory=lambda: {"load_in_4bit": True, "quant_type": "nf4", "double_quant": True}
+    )
 
 
 class Preempted(RuntimeError):

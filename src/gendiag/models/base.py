@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path

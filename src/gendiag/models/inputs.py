@@ -44,9 +44,8 @@ def length_grouped_batches(
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     order = rng.permutation(len(lengths))
     window = batch_size * 50
-    grouped = np.concatenate(
-        [chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, len(order) // window))]
-    )
+    chunks = np.array_split(order, max(1, len(order) // window))
+    grouped = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in chunks])
     batches = [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 

@@ -236,8 +236,28 @@ def ema(values: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 def _smoothing_for(n_points: int) -> float:
-    # About ten points of memory for short runs, up to ~50 for long ones: visible trend, no lag.
-    return float(np.clip(1.0 - 10.0 / max(n_points, 1), 0.0, 0.98))
+    # Memory of about a thirtieth of the run: the trend shows without lagging the raw curve.
+    return float(np.clip(1.0 - 30.0 / max(n_points, 1), 0.0, 0.95))
+
+
+# One colour per recipe role in every figure, so a reader can carry it from one plot to the next.
+ROLE_COLOURS = {"specialist": "#E07B39", "generalist": "#3A7DBA"}
+
+
+def recipe_colours(keys: Sequence) -> dict:
+    """Colours for line keys whose first element is a recipe; the study's roles keep their colours."""
+    palette = [c for c in mpl.colormaps["tab10"].colors]
+    free = [c for c in palette if mpl.colors.to_hex(c).upper() not in {v.upper() for v in ROLE_COLOURS.values()}]
+    colours, k = {}, 0
+    for key in keys:
+        recipe = key[0] if isinstance(key, tuple) else key
+        if recipe in ROLE_COLOURS and sum(1 for other in keys if (other[0] if isinstance(other, tuple) else other)
+                                          == recipe) == 1:
+            colours[key] = ROLE_COLOURS[recipe]
+        else:
+            colours[key] = free[k % len(free)]
+            k += 1
+    return colours
 
 
 def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
@@ -251,9 +271,8 @@ def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[
     has_val = "val_loss" in curves.columns and curves["val_loss"].notna().any()
     archs = _unique_in_order(curves["arch"])
     multi_paradigm = curves["paradigm"].nunique() > 1
-    line_keys = list(dict.fromkeys(zip(curves["recipe"], curves["paradigm"])))
-    palette = mpl.colormaps["tab10"].colors
-    colours = {key: palette[k % len(palette)] for k, key in enumerate(line_keys)}
+    line_keys = list(dict.fromkeys(zip(curves["recipe"], curves["paradigm"], strict=True)))
+    colours = recipe_colours(line_keys)
     n_seeds = curves.groupby(["arch", "recipe", "paradigm"])["seed"].nunique()
 
     value_cols = ["loss", "val_loss"] if has_val else ["loss"]
@@ -267,7 +286,7 @@ def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[
     with mpl.rc_context(_STYLE):
         fig = _new_figure(0.6 + 3.4 * len(archs), 3.3)
         axes = fig.subplots(1, len(archs), sharey=True, squeeze=False)[0]
-        for ax, arch in zip(axes, archs):
+        for ax, arch in zip(axes, archs, strict=True):
             for key in line_keys:
                 run = mean_curves[(mean_curves["arch"] == arch)
                                   & (mean_curves["recipe"] == key[0])
@@ -277,7 +296,10 @@ def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[
                 train = run.dropna(subset=["loss"])
                 steps, loss = train["step"].to_numpy(), train["loss"].to_numpy(dtype=np.float64)
                 ax.plot(steps, loss, color=colours[key], alpha=0.25, linewidth=0.8)
-                ax.plot(steps, ema(loss, _smoothing_for(len(loss))), color=colours[key], linewidth=1.6)
+                smoothing = _smoothing_for(len(loss))
+                # On a log axis, smooth the log: an arithmetic mean is dominated by the spikes.
+                trend = np.exp(ema(np.log(np.clip(loss, 1e-12, None)), smoothing)) if log_y else ema(loss, smoothing)
+                ax.plot(steps, trend, color=colours[key], linewidth=1.6)
                 if has_val:
                     val = run.dropna(subset=["val_loss"])
                     ax.plot(val["step"], val["val_loss"], color=colours[key], linestyle="--",
@@ -295,12 +317,12 @@ def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[
                    label=_run_label(key if multi_paradigm else key[:1])) for key in line_keys
         ]
         handles += [
-            Line2D([], [], color="0.3", alpha=0.3, linewidth=0.8, label="raw"),
+            Line2D([], [], color="0.3", alpha=0.3, linewidth=0.8, label="raw (answer token, full vocabulary)"),
             Line2D([], [], color="0.3", linewidth=1.6, label="EMA-smoothed"),
         ]
         if has_val:
             handles.append(Line2D([], [], color="0.3", linestyle="--", marker="o", markersize=3,
-                                  linewidth=1.0, label="validation"))
+                                  linewidth=1.0, label="validation (2-way, label words)"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
         seeds = sorted(n_seeds.unique())
         seed_note = "" if seeds == [1] else f" (mean over {seeds[-1]} seeds)" if len(seeds) == 1 else (
@@ -327,7 +349,7 @@ def plot_generalisation_gap(gap: pd.DataFrame, stem: str | os.PathLike) -> list[
     multi_paradigm = gap["paradigm"].nunique() > 1
     groups = [f"{r.arch}\n{r.paradigm}" if multi_paradigm else str(r.arch) for r in gap.itertuples()]
 
-    colour = {"specialist": "#E07B39", "generalist": "#3A7DBA"}
+    colour = ROLE_COLOURS
     bars = [  # (column, recipe role, in-domain?)
         ("specialist_ood_f1", "specialist", False),
         ("generalist_ood_f1", "generalist", False),
@@ -341,16 +363,16 @@ def plot_generalisation_gap(gap: pd.DataFrame, stem: str | os.PathLike) -> list[
     with mpl.rc_context(_STYLE):
         fig = _new_figure(1.6 + 1.35 * len(gap), 3.6)
         ax = fig.add_subplot()
-        for (column, role, in_dom), offset in zip(bars, offsets):
+        for (column, role, in_dom), offset in zip(bars, offsets, strict=True):
             values = gap[column].to_numpy(dtype=np.float64)
             ax.bar(x + offset, np.nan_to_num(values), width, color=colour[role],
                    alpha=0.45 if in_dom else 1.0, hatch="///" if in_dom else None,
                    edgecolor=colour[role] if in_dom else "none", linewidth=0.0)
-            for xi, v in zip(x + offset, values):
+            for xi, v in zip(x + offset, values, strict=True):
                 if not np.isnan(v):
                     ax.text(xi, v + 0.012, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5, color="0.2")
 
-        for xi, row in zip(x, gap.itertuples()):
+        for xi, row in zip(x, gap.itertuples(), strict=True):
             if np.isnan(row.delta_f1):
                 continue
             left, right = xi + offsets[0], xi + offsets[1]
