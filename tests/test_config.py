@@ -49,3 +49,16 @@ def test_hub_model_must_pin_a_revision():
     config["models"]["llama"] = {"family": "llama", "source": "hub", "id": "meta-llama/Llama-3.1-8B"}
     with pytest.raises(ConfigError, match="pin a hub revision"):
         validate_config(config, SCHEMA)
+
+
+def test_command_line_strings_are_coerced_to_the_schema_types():
+    """`snakemake --config 'training={"steps": 5}'` delivers nested values as strings."""
+    config = load()
+    config["training"] = {"steps": "5", "lr": "1e-3", "gradient_checkpointing": "true"}
+    config["evaluation"] = {"max_test_size": "null"}
+    validate_config(config, SCHEMA)
+    assert config["training"]["steps"] == 5 and config["training"]["lr"] == 1e-3
+    assert config["training"]["gradient_checkpointing"] is True and config["evaluation"]["max_test_size"] is None
+    config["training"]["steps"] = "five"
+    with pytest.raises(ConfigError, match="`training.steps`: expected integer, got str 'five'"):
+        validate_config(config, SCHEMA)

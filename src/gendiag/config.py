@@ -63,6 +63,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Validate `config` in place (defaults filled in) and return it; raise ConfigError on problems."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _coerce_cli_strings(validator, config)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     problems = [_describe(e) for e in errors]
     if not problems:
@@ -70,6 +71,49 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems) + f"\n(schema: {schema_path})")
     return config
+
+
+def _coerce_cli_strings(validator, config: dict) -> None:
+    """Turn strings into the numbers/booleans the schema expects.
+
+    `snakemake --config 'training={"steps": 5}'` parses nested values with YAML's BaseLoader, so
+    they arrive as strings; a value that does not parse is left for the validator to report.
+    """
+    for _ in range(100):  # each pass fixes at least one value, and fixed values stay fixed
+        changed = False
+        for error in validator.iter_errors(config):
+            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+                continue
+            expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            value = _parse_scalar(error.instance, expected)
+            if value is not _UNPARSED:
+                *parents, last = error.absolute_path
+                target = config
+                for key in parents:
+                    target = target[key]
+                target[last] = value
+                changed = True
+        if not changed:
+            return
+
+
+_UNPARSED = object()
+
+
+def _parse_scalar(text: str, expected: list[str]):
+    lowered = text.strip().lower()
+    if "boolean" in expected and lowered in ("true", "false"):
+        return lowered == "true"
+    if "null" in expected and lowered in ("null", "none", "~"):
+        return None
+    try:
+        if "integer" in expected and float(text) == int(float(text)):
+            return int(float(text))
+        if "number" in expected:
+            return float(text)
+    except ValueError:
+        return _UNPARSED
+    return _UNPARSED
 
 
 def _cross_references(config: dict) -> list[str]:
