@@ -112,7 +112,7 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
     config["models"]["mistral"]["lora"]["r"] = 8
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
+    changed.write_text(yaml.safe_dump(config))  # sorted keys: reordering must not rerun anything
     result = run(["-n", "--cores", "2", "--configfile", str(changed)], tiny_study, timeout=300)
     assert result.returncode == 0, result.stderr
     jobs = jobs_by_rule(result.stdout)

@@ -22,6 +22,15 @@ ZEROSHOT_SEED = 0
 LIBRARY = Path(workflow.basedir) / "src/gendiag"
 
 
+def canonical(value):
+    """A config subtree with sorted keys: Snakemake compares params by repr, so key order must not count."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def one_of(names):
     """A wildcard regex matching exactly these names (or nothing when the list is empty)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
@@ -46,11 +55,14 @@ def library(*modules):
 
 def family_library(wildcards):
     """The per-architecture module of this job's model family."""
-    return library(f"models.{config['models'][wildcards.arch]['family']}")
+    family = config["models"][wildcards.arch]["family"]
+    return [os.path.relpath(LIBRARY / "models" / f"{family}.py")]
 
 
-def model_params(wildcards):
-    return config["models"][wildcards.arch]
+def base_params(wildcards):
+    """What a tiny base is built from: not its LoRA or training settings, which come later."""
+    model = config["models"][wildcards.arch]
+    return canonical({k: model[k] for k in ("family", "seed", "shape")})
 
 
 def training_params(wildcards):
@@ -59,7 +71,9 @@ def training_params(wildcards):
         **config["training"],
         **config["models"][wildcards.arch].get("training", {}),
     }
-    return {k: v for k, v in merged.items() if k not in ("seeds", "paradigms")}
+    return canonical(
+        {k: v for k, v in merged.items() if k not in ("seeds", "paradigms")}
+    )
 
 
 def runs():

@@ -29,8 +29,8 @@ rule predict:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        prompt=config["prompt"],
-        quantization=config["training"]["quantization"],
+        prompt=canonical(config["prompt"]),
+        quantization=canonical(config["training"]["quantization"]),
         evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
         compute={k: config["compute"][k] for k in ("device", "dtype")},
     script:
@@ -70,6 +70,6 @@ rule cross_dataset_table:
             k: config["evaluation"][k]
             for k in ("bootstrap_resamples", "seed", "threshold")
         },
-        comparison=config["report"],
+        comparison=canonical(config["report"]),
     script:
         "../scripts/cross_dataset_table.py"

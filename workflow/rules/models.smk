@@ -18,9 +18,9 @@ rule base_tiny:
     resources:
         **model_resources(),
     params:
-        model=model_params,
-        tiny_base=config["tiny_base"],
-        prompt=config["prompt"],
+        model=base_params,
+        tiny_base=canonical(config["tiny_base"]),
+        prompt=canonical(config["prompt"]),
     script:
         "../scripts/base_tiny.py"
 
