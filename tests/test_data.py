@@ -77,6 +77,12 @@ def test_split_removes_duplicates_before_splitting_and_stratifies(small_corpus):
         split_corpus(frame, {"train": 0.6, "val": 0.2, "test": 0.3}, seed=0)
 
 
+def test_split_does_not_depend_on_key_order_or_run(small_corpus):
+    a, _ = split_corpus(small_corpus, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    b, _ = split_corpus(small_corpus, {"test": 0.2, "val": 0.2, "train": 0.6}, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_recipe_mixes_corpora_in_equal_shares(small_corpus):
     splits = {}
     for corpus, group in small_corpus.assign(corpus=small_corpus["style"]).groupby("corpus"):

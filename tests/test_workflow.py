@@ -123,3 +123,19 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     aggregates = {"cross_dataset_table", "figure_cross_dataset_f1", "figure_training_curves",
                   "figure_generalisation_gap", "all"}
     assert set(jobs) == {"finetune", "predict"} | aggregates
+
+
+@pytest.mark.slow
+def test_hub_model_entry_runs_from_a_local_model_directory(tiny_study, micro_bases, tmp_path):
+    """`source: hub` with `id` pointing at a saved model: snapshot rule, then zero-shot predictions."""
+    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
+    config["models"] = {"hubllama": {"family": "llama", "source": "hub", "id": str(micro_bases["llama"])}}
+    config["training"]["paradigms"] = ["zeroshot"]
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(["--cores", "2", "--configfile", str(path)], tiny_study, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    base = tiny_study / "results/models/hubllama/base"
+    assert (base / "model.safetensors").exists() and (base / "tokenizer.json").exists()
+    predictions = pd.read_parquet(tiny_study / "results/predictions/hubllama/none/zeroshot/seed0/corporate.parquet")
+    assert len(predictions) == 30 and predictions["p_malicious"].between(0, 1).all()

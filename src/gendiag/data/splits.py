@@ -48,7 +48,8 @@ def stratified_assign(labels: pd.Series, fractions: dict[str, float], seed: int)
         raise ValueError(f"split fractions must sum to 1, got {fractions} (sum {total})")
     rng = np.random.default_rng(seed)
     assignment = pd.Series("", index=labels.index, dtype=object)
-    names = list(fractions)
+    # A fixed order, so the assignment does not depend on how the config orders its keys.
+    names = [n for n in SPLITS if n in fractions] + sorted(set(fractions) - set(SPLITS))
     for _, index in labels.groupby(labels).groups.items():
         order = rng.permutation(np.asarray(index))
         bounds = np.round(np.cumsum([fractions[n] for n in names]) * len(order)).astype(int)
