@@ -67,6 +67,23 @@ def test_shared_cue_rates_differ_by_style(vocab):
     assert share("credential_phish") > 0.5 > 0.1 > share("corporate")
 
 
+def test_length_does_not_give_the_label_away(vocab):
+    from sklearn.metrics import roc_auc_score
+
+    for style in vocab["styles"]:
+        frame = generate_style(vocab, style, 600, seed=1)
+        assert 0.4 < roc_auc_score(frame["label"], frame["text"].str.len()) < 0.6, style
+
+
+def test_malicious_sender_is_a_recorded_cue(vocab):
+    frame = generate_style(vocab, "credential_phish", 50, seed=0)
+    for _, row in frame.iterrows():
+        senders = [s for s in cue_spans(row) if s["category"] == "suspicious_sender"]
+        assert len(senders) == row["label_true"]
+        if senders:
+            assert row["text"][senders[0]["start"] : senders[0]["end"]] == row["sender"]
+
+
 def test_label_noise_rate_and_bookkeeping(vocab):
     frame = generate_style(vocab, "advance_fee", 2000, label_noise=0.2, seed=0)
     assert frame["label_flipped"].mean() == pytest.approx(0.2, abs=0.03)

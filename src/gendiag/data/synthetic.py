@@ -5,7 +5,8 @@ Each style (corporate, mailing list, credential phishing, advance-fee fraud, ...
 of subjects and filler sentences, so the only label-bearing text is what the generator plants:
 
 * cues in malicious messages: phrases shared across styles (urgency, credential requests,
-  suspicious links, money) at style-specific rates, plus the style's own cues;
+  suspicious links, money) at style-specific rates, the style's own cues, and the sender address
+  (drawn from look-alike and throwaway domains);
 * decoys in legitimate messages: benign look-alikes (a real link, a deadline, a budget).
 
 Every planted phrase is recorded with its character span in `text`, which makes these corpora the
@@ -224,12 +225,23 @@ def _compose(vocab: dict, spec: dict, r: _Renderer, label: int) -> tuple[_Messag
     sender = r.fill(r.choice(spec["senders"][role]))
     subject = r.surface(r.fill(r.choice(spec["subjects"])))
     msg = _Message()
-    msg.add(f"From: {sender}\nSubject: {subject}\n\n")
+    msg.add("From: ")
+    # Malicious senders come from their own templates (look-alike and throwaway domains): a cue.
+    msg.add(sender, {"category": "suspicious_sender", "kind": "shared", "role": "cue"} if label else None)
+    msg.add(f"\nSubject: {subject}\n\n")
     msg.add(r.surface(r.fill(r.choice(spec["greetings"]))) + "\n")
 
-    n_filler = int(r.rng.integers(2, 5))
-    filler = [(r.surface(r.fill(r.choice(spec["sentences"]))), None) for _ in range(n_filler)]
     planted = _planted_phrases(vocab, spec, r, label)
+    # The body's length is drawn independently of the label and filler makes up what is not
+    # planted: otherwise malicious messages (more planted text) would be longer, and length alone
+    # would give the label away.
+    target_chars = int(r.rng.integers(160, 360))
+    remaining = target_chars - sum(len(text) for text, _ in planted)
+    filler = []
+    while not filler or remaining > 0:
+        sentence = r.surface(r.fill(r.choice(spec["sentences"])))
+        filler.append((sentence, None))
+        remaining -= len(sentence) + 1
     # Planted sentences go to random positions among the filler, never first, so that position
     # alone does not give them away.
     body = list(filler)
