@@ -120,7 +120,7 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
         f"arch=mistral, recipe={r}, paradigm=standard, seed=0" for r in ("generalist", "specialist")
     )
     assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
-    aggregates = {"cross_dataset_table", "figure_cross_dataset_f1", "figure_training_curves",
+    aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1", "figure_training_curves",
                   "figure_generalisation_gap", "all"}
     assert set(jobs) == {"finetune", "predict"} | aggregates
 

@@ -140,13 +140,13 @@ def model_resources(attempt_scale=True):
 def study_outputs():
     tables = expand(
         "results/tables/{name}.{ext}",
-        name=["cross_dataset", "generalisation_gap"],
+        name=["cross_dataset"] + (["generalisation_gap"] if TUNED_PARADIGMS else []),
         ext=["csv", "md", "tex"],
     )
-    figures = expand(
-        "results/figures/{name}.{ext}",
-        name=["cross_dataset_f1", "training_curves", "generalisation_gap"],
-        ext=["pdf", "png"],
+    # Training curves and the recipe comparison exist only when something is fine-tuned.
+    names = ["cross_dataset_f1"] + (
+        ["training_curves", "generalisation_gap"] if TUNED_PARADIGMS else []
     )
+    figures = expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png"])
     reports = expand("results/corpora/{corpus}.ingest.json", corpus=CORPORA)
     return tables + figures + reports

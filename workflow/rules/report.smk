@@ -20,7 +20,7 @@ rule figure_cross_dataset_f1:
         mem_mb=2000,
         runtime=30,
     params:
-        recipe_order=[ZEROSHOT_RECIPE] + RECIPES,
+        recipe_order=list(dict.fromkeys(run[1] for run in runs())),
         testset_order=TESTSETS,
     script:
         "../scripts/figure_cross_dataset_f1.py"
