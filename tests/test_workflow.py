@@ -120,8 +120,8 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
         f"arch=mistral, recipe={r}, paradigm=standard, seed=0" for r in ("generalist", "specialist")
     )
     assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
-    aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1", "figure_training_curves",
-                  "figure_generalisation_gap", "all"}
+    aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1",
+                  "figure_training_curves", "figure_generalisation_gap", "all"}
     assert set(jobs) == {"finetune", "predict"} | aggregates
 
 
