@@ -127,7 +127,7 @@ def in_domain_map():
     }
 
 
-def model_resources(attempt_scale=True):
+def model_resources():
     """Resources of a model job; memory and runtime grow with each retry attempt."""
     compute = config["compute"]
     return {
