@@ -9,6 +9,7 @@ from gendiag.config import validate_config  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
+
 CORPORA = list(config["corpora"])
 RECIPES = list(config["recipes"])
 MODELS = list(config["models"])
@@ -31,6 +32,13 @@ def canonical(value):
     return value
 
 
+# Snakemake compares params by repr, so key order must not count: after the names above have
+# been read in the user's order, every config subtree a rule takes as params gets sorted keys.
+_canonical_config = canonical(config)
+config.clear()
+config.update(_canonical_config)
+
+
 def one_of(names):
     """A wildcard regex matching exactly these names (or nothing when the list is empty)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
@@ -45,24 +53,25 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def module_file(module):
+    """The source file of a gendiag module, e.g. "models.llama"."""
+    return os.path.relpath(LIBRARY / f"{module.replace('.', '/')}.py")
+
+
 def library(*modules):
     """Library source files a rule depends on, so editing them reruns it (and only it)."""
-    return [
-        os.path.relpath(LIBRARY / f"{m.replace('.', '/')}.py")
-        for m in ("__init__", "io", *modules)
-    ]
+    return [module_file(m) for m in ("__init__", "io", *modules)]
 
 
 def family_library(wildcards):
     """The per-architecture module of this job's model family."""
-    family = config["models"][wildcards.arch]["family"]
-    return [os.path.relpath(LIBRARY / "models" / f"{family}.py")]
+    return [module_file(f"models.{config['models'][wildcards.arch]['family']}")]
 
 
 def base_params(wildcards):
     """What a tiny base is built from: not its LoRA or training settings, which come later."""
     model = config["models"][wildcards.arch]
-    return canonical({k: model[k] for k in ("family", "seed", "shape")})
+    return {k: model[k] for k in ("family", "seed", "shape")}
 
 
 def training_params(wildcards):
@@ -138,15 +147,17 @@ def model_resources():
 
 
 def study_outputs():
-    tables = expand(
-        "results/tables/{name}.{ext}",
-        name=["cross_dataset"] + (["generalisation_gap"] if TUNED_PARADIGMS else []),
-        ext=["csv", "md", "tex"],
-    )
     # Training curves and the recipe comparison exist only when something is fine-tuned.
-    names = ["cross_dataset_f1"] + (
-        ["training_curves", "generalisation_gap"] if TUNED_PARADIGMS else []
+    tuned = bool(TUNED_PARADIGMS)
+    table_names = ["cross_dataset"] + (["generalisation_gap"] if tuned else [])
+    figure_names = ["cross_dataset_f1"] + (
+        ["training_curves", "generalisation_gap"] if tuned else []
     )
-    figures = expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png"])
+    tables = expand(
+        "results/tables/{name}.{ext}", name=table_names, ext=["csv", "md", "tex"]
+    )
+    figures = expand(
+        "results/figures/{name}.{ext}", name=figure_names, ext=["pdf", "png"]
+    )
     reports = expand("results/corpora/{corpus}.ingest.json", corpus=CORPORA)
     return tables + figures + reports

@@ -22,7 +22,7 @@ rule ingest:
         mem_mb=2000,
         runtime=30,
     params:
-        spec=lambda wc: canonical(config["corpora"][wc.corpus]),
+        spec=lambda wc: config["corpora"][wc.corpus],
     script:
         "../scripts/ingest.py"
 
@@ -45,7 +45,7 @@ rule split:
         mem_mb=2000,
         runtime=30,
     params:
-        fractions=canonical(config["splits"]["fractions"]),
+        fractions=config["splits"]["fractions"],
         seed=config["splits"]["seed"],
     script:
         "../scripts/split.py"
@@ -73,7 +73,7 @@ rule compose_recipe:
         mem_mb=2000,
         runtime=30,
     params:
-        recipe=lambda wc: canonical(config["recipes"][wc.recipe]),
+        recipe=lambda wc: config["recipes"][wc.recipe],
     script:
         "../scripts/compose_recipe.py"
 

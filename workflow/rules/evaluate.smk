@@ -29,8 +29,8 @@ rule predict:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        prompt=canonical(config["prompt"]),
-        quantization=canonical(config["training"]["quantization"]),
+        prompt=config["prompt"],
+        quantization=config["training"]["quantization"],
         evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
         compute={k: config["compute"][k] for k in ("device", "dtype")},
     script:
@@ -90,6 +90,6 @@ rule generalisation_gap_table:
         mem_mb=2000,
         runtime=30,
     params:
-        comparison=canonical(config["report"]),
+        comparison=config["report"],
     script:
         "../scripts/generalisation_gap_table.py"

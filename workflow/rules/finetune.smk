@@ -30,9 +30,9 @@ rule finetune:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        lora=lambda wc: canonical(config["models"][wc.arch]["lora"]),
+        lora=lambda wc: config["models"][wc.arch]["lora"],
         training=training_params,
-        prompt=canonical(config["prompt"]),
+        prompt=config["prompt"],
         compute={k: config["compute"][k] for k in ("device", "dtype")},
         # Outside the output folder: Snakemake deletes outputs before a rerun, checkpoints must survive.
         checkpoint_dir="results/checkpoints/{arch}/{recipe}/{paradigm}/seed{seed}",

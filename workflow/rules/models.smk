@@ -19,8 +19,8 @@ rule base_tiny:
         **model_resources(),
     params:
         model=base_params,
-        tiny_base=canonical(config["tiny_base"]),
-        prompt=canonical(config["prompt"]),
+        tiny_base=config["tiny_base"],
+        prompt=config["prompt"],
     script:
         "../scripts/base_tiny.py"
 

@@ -7,7 +7,9 @@ module never switches the backend of a notebook that uses it.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -245,19 +247,20 @@ ROLE_COLOURS = {"specialist": "#E07B39", "generalist": "#3A7DBA"}
 
 
 def recipe_colours(keys: Sequence) -> dict:
-    """Colours for line keys whose first element is a recipe; the study's roles keep their colours."""
-    palette = [c for c in mpl.colormaps["tab10"].colors]
-    free = [c for c in palette if mpl.colors.to_hex(c).upper() not in {v.upper() for v in ROLE_COLOURS.values()}]
-    colours, k = {}, 0
-    for key in keys:
-        recipe = key[0] if isinstance(key, tuple) else key
-        if recipe in ROLE_COLOURS and sum(1 for other in keys if (other[0] if isinstance(other, tuple) else other)
-                                          == recipe) == 1:
-            colours[key] = ROLE_COLOURS[recipe]
-        else:
-            colours[key] = free[k % len(free)]
-            k += 1
-    return colours
+    """Colours for line keys whose first element is a recipe.
+
+    A study role (specialist, generalist) keeps its colour when it names a single line; everything
+    else takes the next tab10 colour that no role uses.
+    """
+    recipes = [key[0] if isinstance(key, tuple) else key for key in keys]
+    lines_per_recipe = Counter(recipes)
+    reserved = {colour.upper() for colour in ROLE_COLOURS.values()}
+    palette = itertools.cycle(mpl.colormaps["tab10"].colors)
+    free = (c for c in palette if mpl.colors.to_hex(c).upper() not in reserved)
+    return {
+        key: ROLE_COLOURS[recipe] if recipe in ROLE_COLOURS and lines_per_recipe[recipe] == 1 else next(free)
+        for key, recipe in zip(keys, recipes, strict=True)
+    }
 
 
 def plot_training_curves(curves: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
