@@ -8,12 +8,14 @@ from gendiag.data.splits import compose_recipe, dedup_key, split_corpus, stratif
 def test_synthetic_ingest_fills_the_corpus_contract(vocab):
     from conftest import VOCABULARY
 
-    raw = load_raw("corp", {"loader": "synthetic", "style": "corporate", "n_messages": 50, "seed": 1}, VOCABULARY)
-    kept, quarantined, report = ingest(raw, "corp", "synthetic")
+    spec = {"loader": "synthetic", "style": "corporate", "n_messages": 50, "seed": 1}
+    raw, notes = load_raw("corp", spec, VOCABULARY)
+    kept, quarantined, report = ingest(raw, "corp", notes["origin"])
     assert list(kept.columns[: len(CORPUS_COLUMNS)]) == CORPUS_COLUMNS
     assert (kept["corpus"] == "corp").all() and kept["uid"].is_unique
     assert report["rows_read"] == 50 == report["rows_kept"] + report["rows_quarantined"]
     assert len(quarantined) == 0
+    assert (kept["raw_text"] == kept["text"]).all() and (kept["source_name"] == "synthetic").all()
 
 
 def test_ingest_quarantines_with_reasons_and_never_drops_silently():
@@ -30,30 +32,12 @@ def test_empty_corpus_stops_with_the_origin():
         ingest(pd.DataFrame({"text": [], "label": []}), "t", "empty.csv")
 
 
-def test_table_loader_maps_columns_and_labels(tmp_path):
-    path = tmp_path / "mail.csv"
-    pd.DataFrame({"Email Text": ["hi there", "verify now"], "Email Type": ["Safe Email", "Phishing Email"]}).to_csv(
-        path, index=False
-    )
-    spec = {"loader": "table", "path": str(path), "columns": {"text": "Email Text", "label": "Email Type"},
-            "label_map": {"Safe Email": 0, "Phishing Email": 1}}
-    raw = load_raw("kaggle", spec)
-    assert list(raw["label"]) == [0, 1] and list(raw["label_fine"]) == ["Safe Email", "Phishing Email"]
-
-
-def test_table_loader_errors_name_file_row_and_fix(tmp_path):
-    path = tmp_path / "mail.csv"
-    pd.DataFrame({"text": ["a", "b", "c"], "label": ["0", "1", "spam"]}).to_csv(path, index=False)
-    with pytest.raises(IngestError, match=r"mail.csv row 3 has label 'spam'.*label_map"):
-        load_raw("m", {"loader": "table", "path": str(path)})
-    with pytest.raises(IngestError, match=r"lacks columns \['body'\].*corpora.m.columns"):
-        load_raw("m", {"loader": "table", "path": str(path), "columns": {"text": "body"}})
-    with pytest.raises(IngestError, match="does not exist; fix `corpora.m.path`"):
-        load_raw("m", {"loader": "table", "path": str(tmp_path / "missing.csv")})
-    bad = tmp_path / "latin1.csv"
-    bad.write_bytes("text,label\ncaf\xe9,0\n".encode("latin-1"))
-    with pytest.raises(IngestError, match="not valid UTF-8"):
-        load_raw("m", {"loader": "table", "path": str(bad)})
+def test_ingest_quarantines_loader_problems_with_their_reason():
+    raw = pd.DataFrame({"uid": ["a", "b"], "text": ["fine", "\ufffd\ufffd"], "label": [0, 1],
+                        "problem": ["", "undecodable bytes: 100% of the body is U+FFFD"]})
+    kept, quarantined, report = ingest(raw, "t", "x.tar")
+    assert list(kept["uid"]) == ["a"] and quarantined["reason"].iloc[0].startswith("undecodable bytes")
+    assert report["quarantine_reasons"] == {"undecodable bytes": 1}
 
 
 def test_dedup_key_ignores_case_digits_and_punctuation():

@@ -35,6 +35,8 @@ def _copy(value: Any) -> Any:
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     schema = error.schema if isinstance(error.schema, dict) else {}
+    if f"x-message-{error.validator}" in schema:
+        return f"`{key}`: {schema[f'x-message-{error.validator}']}"
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -65,7 +67,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     _coerce_cli_strings(validator, config)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    problems = [_describe(e) for e in errors]
+    problems = list(dict.fromkeys(_describe(e) for e in errors))
     if not problems:
         problems = _cross_references(config)
     if problems:
@@ -119,6 +121,12 @@ def _parse_scalar(text: str, expected: list[str]):
 def _cross_references(config: dict) -> list[str]:
     problems = []
     corpora = set(config["corpora"])
+    synthetic_keys = {"style", "n_messages", "malicious_share", "label_noise", "seed"}
+    for name, corpus in config["corpora"].items():
+        if corpus.get("loader") != "synthetic" and synthetic_keys & set(corpus):
+            misplaced = sorted(synthetic_keys & set(corpus))
+            problems.append(f"`corpora.{name}`: {misplaced} only apply to `loader: synthetic`")
+    problems += _source_references(config["corpora"])
     for name, recipe in config["recipes"].items():
         for corpus in recipe["corpora"]:
             if corpus not in corpora:
@@ -138,4 +146,25 @@ def _cross_references(config: dict) -> list[str]:
         name = config["report"].get(key)
         if name and name not in config["recipes"]:
             problems.append(f"`report.{key}`: unknown recipe '{name}'; defined: {sorted(config['recipes'])}")
+    return problems
+
+
+def _source_references(corpora: dict) -> list[str]:
+    """Source names unique within a corpus; one URL per download file name."""
+    from gendiag.data.corpus import corpus_sources, download_name
+
+    problems, downloads = [], {}
+    for corpus, spec in corpora.items():
+        names = [s["name"] for s in corpus_sources(spec)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"`corpora.{corpus}.sources`: names {repeated} repeat; give each source its own `name`")
+        for source in corpus_sources(spec):
+            if source.get("url"):
+                file = download_name(source)
+                if downloads.setdefault(file, source["url"]) != source["url"]:
+                    problems.append(
+                        f"`corpora.{corpus}`: {source['url']} and {downloads[file]} both download to '{file}';"
+                        " set `filename` on one of them"
+                    )
     return problems

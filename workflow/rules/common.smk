@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from gendiag.config import validate_config  # noqa: E402
+from gendiag.data.corpus import corpus_sources, download_name  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
@@ -21,6 +22,13 @@ HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
 ZEROSHOT_RECIPE = "none"
 ZEROSHOT_SEED = 0
 LIBRARY = Path(workflow.basedir) / "src/gendiag"
+# Corpus files given by URL, by the name they are downloaded to (the download rule's wildcard).
+DOWNLOADS = {
+    download_name(source): source
+    for spec in config["corpora"].values()
+    for source in corpus_sources(spec)
+    if source.get("url")
+}
 
 
 def canonical(value):
@@ -51,6 +59,17 @@ wildcard_constraints:
     testset=one_of(TESTSETS),
     paradigm=one_of(config["training"]["paradigms"]),
     seed=r"\d+",
+
+
+def source_files(corpus):
+    """Local file or folder of each source of a corpus (hub datasets have none), by source name."""
+    files = {}
+    for source in corpus_sources(config["corpora"][corpus]):
+        if source.get("url"):
+            files[source["name"]] = f"resources/downloads/{download_name(source)}"
+        elif source.get("path"):
+            files[source["name"]] = source["path"]
+    return files
 
 
 def module_file(module):

@@ -1,3 +1,23 @@
+localrules:
+    download,
+
+
+rule download:
+    output:
+        "resources/downloads/{filename}",
+    log:
+        "results/logs/download/{filename}.log",
+    wildcard_constraints:
+        filename=one_of(DOWNLOADS),
+    conda:
+        "../../envs/data.yaml"
+    params:
+        url=lambda wc: DOWNLOADS[wc.filename]["url"],
+        sha256=lambda wc: DOWNLOADS[wc.filename]["sha256"],
+    script:
+        "../scripts/download.py"
+
+
 rule ingest:
     input:
         vocabulary=lambda wc: (
@@ -5,12 +25,19 @@ rule ingest:
             if config["corpora"][wc.corpus]["loader"] == "synthetic"
             else []
         ),
-        raw=lambda wc: config["corpora"][wc.corpus].get("path", []),
-        code=library("data.__init__", "data.corpus", "data.synthetic"),
+        raw=lambda wc: list(source_files(wc.corpus).values()),
+        code=library(
+            "data.__init__",
+            "data.corpus",
+            "data.synthetic",
+            "data.loaders",
+            "data.mime",
+            "data.normalise",
+        ),
     output:
-        corpus="results/corpora/{corpus}.parquet",
-        quarantine="results/corpora/{corpus}.quarantine.parquet",
-        report="results/corpora/{corpus}.ingest.json",
+        corpus="results/ingested/{corpus}.parquet",
+        quarantine="results/ingested/{corpus}.quarantine.parquet",
+        report="results/ingested/{corpus}.ingest.json",
     log:
         "results/logs/ingest/{corpus}.log",
     benchmark:
@@ -19,12 +46,38 @@ rule ingest:
         "../../envs/data.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
         runtime=30,
     params:
         spec=lambda wc: config["corpora"][wc.corpus],
+        files=lambda wc: source_files(wc.corpus),
     script:
         "../scripts/ingest.py"
+
+
+rule normalise:
+    input:
+        corpus="results/ingested/{corpus}.parquet",
+        code=library("data.corpus", "data.mime", "data.normalise"),
+    output:
+        corpus="results/corpora/{corpus}.parquet",
+        quarantine="results/corpora/{corpus}.quarantine.parquet",
+        report="results/corpora/{corpus}.normalise.json",
+    log:
+        "results/logs/normalise/{corpus}.log",
+    benchmark:
+        "results/benchmarks/normalise/{corpus}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        spec=lambda wc: config["corpora"][wc.corpus],
+        options=config["normalise"],
+    script:
+        "../scripts/normalise.py"
 
 
 rule split:
