@@ -21,8 +21,6 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from gendiag.data.mime import html_to_text
-
 DEFAULTS: dict[str, Any] = {
     "strip_headers": True,
     "header_fields": ["subject"],
@@ -94,6 +92,8 @@ class Normaliser:
     def text(self, subject: str, body: str, sender: str, date: str, headers: str, body_format: str) -> str:
         o = self.options
         if o["html_to_text"] and (body_format == "html" or HTML_TAG.search(body)):
+            from gendiag.data.mime import html_to_text  # bs4 only when a corpus has HTML
+
             body = html_to_text(body)
             self.counts["html_converted"] += 1
         if o["strip_quoted"]:
