@@ -57,6 +57,11 @@ CELL_TAGS = frozenset({"td", "th"})
 # Parts a person reads as the message; other text/* (vcards, report headers) are attachments.
 READABLE_TEXT_TYPES = frozenset({"text/plain", "text/html", "text/enriched", "text/richtext"})
 _NON_TEXT_NODES = (Comment, Declaration, Doctype, ProcessingInstruction)
+_BLOCK_BOUNDARY = object()
+# Codecs (by Python's canonical name) with one byte per character, where EF BF BD cannot be part of a character.
+_SINGLE_BYTE_CODEC = re.compile(r"cp125\d|cp874|iso8859-\d+|koi8-[ru]|mac-roman|windows-125\d|latin-1")
+# Where pure ASCII bytes decode as ASCII (not, say, UTF-7 or ISO-2022-JP, whose escapes are ASCII too).
+ASCII_SUPERSETS = frozenset({"ascii", "utf-8"})
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=", re.S)
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _CONTENT_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
@@ -161,9 +166,8 @@ def _readable_pieces(part: Message, attachments: list[str], notes: list[str]) ->
         payload = current.get_payload(decode=True)
         if payload is None:
             continue
-        text, note = decode_text(payload, current.get_content_charset())
-        if note:
-            notes.append(note)
+        text, text_notes = decode_text(payload, current.get_content_charset())
+        notes.extend(text_notes)
         pieces.append(("html" if content_type == "text/html" else "plain", text))
     return pieces
 
@@ -209,48 +213,58 @@ def python_codec(charset: str) -> str | None:
     return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
-def decode_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    """Decode bytes declared (or not) as `charset`; returns the text and a note when it had to guess."""
+def decode_text(data: bytes, charset: str | None) -> tuple[str, list[str]]:
+    """Decode bytes declared (or not) as `charset`; returns the text and notes on what had to be guessed.
+
+    A declared charset Python knows is used (ISO-8859-1 read as its superset windows-1252, us-ascii
+    on 8-bit bytes as windows-1252), with invalid bytes replaced by U+FFFD. Without a usable
+    declaration: UTF-8 if the bytes are valid UTF-8, else windows-1252, else latin-1.
+    """
     codec = python_codec(charset) if charset else None
-    if codec is not None:
-        if codec == "ascii":
-            if data.isascii():
-                return _newlines(data.decode("ascii")), None
-            text, used = _fallback_8bit(data)
-            return _newlines(text), f"charset '{charset}' declared on 8-bit bytes, decoded as {used}"
-        if codec == "iso8859-1":
-            # Mail labelled ISO-8859-1 is overwhelmingly windows-1252 (as browsers assume).
-            try:
-                return _newlines(data.decode("cp1252")), None
-            except UnicodeDecodeError:
-                return _newlines(data.decode("latin-1")), None
+    if data.isascii() and (codec is None or codec in ASCII_SUPERSETS or _is_single_byte(codec)):
+        return _newlines(data.decode("ascii")), []
+    notes: list[str] = []
+    if codec == "ascii":
+        text, used = _decode_8bit_fallback(data, ("windows-1252", "latin-1"), notes)
+        notes.insert(0, f"charset '{charset}' declared on 8-bit bytes, decoded as {used}")
+    elif codec == "iso8859-1":
+        # Mail labelled ISO-8859-1 is overwhelmingly windows-1252 (as browsers assume).
+        text, _ = _decode_8bit_fallback(data, ("windows-1252", "latin-1"), notes)
+    elif codec is not None:
         try:
-            return _newlines(data.decode(codec)), None
+            text = _decode_keeping_lost_characters(data, codec, notes)
         except UnicodeError:
             text = data.decode(codec, errors="replace")
-            return _newlines(text), f"invalid bytes for declared charset '{charset}' replaced with U+FFFD"
-    if data.isascii():
-        return _newlines(data.decode("ascii")), None
-    for candidate in ("utf-8", "windows-1252"):
+            notes.insert(0, f"invalid bytes for declared charset '{charset}' replaced with U+FFFD")
+    else:
+        text, used = _decode_8bit_fallback(data, ("utf-8", "windows-1252", "latin-1"), notes)
+        what = f"charset '{charset}' unknown" if charset else "no charset declared"
+        notes.insert(0, f"{what}, decoded as {used}")
+    return _newlines(text), notes
+
+
+def _decode_8bit_fallback(data: bytes, candidates: tuple[str, ...], notes: list[str]) -> tuple[str, str]:
+    """Decode with the first candidate that accepts the bytes; the last one must accept any bytes."""
+    for candidate in candidates[:-1]:
         try:
-            text = data.decode(candidate)
+            return _decode_keeping_lost_characters(data, candidate, notes), candidate
         except UnicodeDecodeError:
             continue
-        return _newlines(text), _undeclared_note(charset, candidate)
-    return _newlines(data.decode("latin-1")), _undeclared_note(charset, "latin-1")
+    return _decode_keeping_lost_characters(data, candidates[-1], notes), candidates[-1]
 
 
-def _undeclared_note(charset: str | None, used: str) -> str:
-    if charset:
-        return f"charset '{charset}' unknown, decoded as {used}"
-    return f"no charset declared, decoded as {used}"
+def _decode_keeping_lost_characters(data: bytes, codec: str, notes: list[str]) -> str:
+    # Some redistributed corpora (SpamAssassin among them) replaced bytes they could not convert by
+    # UTF-8 U+FFFD (EF BF BD) inside text of another charset; read as that charset they become the
+    # mojibake "ï¿½", which would hide the loss from `replacement_share` and mark the corpus instead.
+    if b"\xef\xbf\xbd" not in data or not _is_single_byte(codec):
+        return data.decode(codec)
+    notes.append("UTF-8 U+FFFD bytes inside single-byte-charset text kept as U+FFFD")
+    return "\ufffd".join(piece.decode(codec) for piece in data.split(b"\xef\xbf\xbd"))
 
 
-def _fallback_8bit(data: bytes) -> tuple[str, str]:
-    try:
-        return data.decode("cp1252"), "windows-1252"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+def _is_single_byte(codec: str) -> bool:
+    return bool(_SINGLE_BYTE_CODEC.fullmatch(python_codec(codec) or ""))
 
 
 def _newlines(text: str) -> str:
@@ -265,14 +279,16 @@ def decode_header_value(value: str | bytes) -> tuple[str, list[str]]:
     multi-byte character split across two words survives. An encoded-word that cannot be decoded
     at all is kept literally and noted.
     """
+    # Text outside encoded-words is bytes of unknown charset when it comes from a raw message (the
+    # email package carries them as surrogate escapes) and already Unicode when it comes from a table.
+    literal_charset = None
     if isinstance(value, bytes):
         raw = value
     else:
         try:
-            # The email package carries undecoded 8-bit header bytes as surrogate escapes.
             raw = value.encode("ascii", "surrogateescape")
         except UnicodeEncodeError:
-            raw = value.encode("utf-8", "surrogatepass")
+            raw, literal_charset = value.encode("utf-8", "surrogatepass"), "utf-8"
     raw = _FOLD.sub(b"", raw)
     notes: list[str] = []
     out: list[str] = []
@@ -283,33 +299,33 @@ def decode_header_value(value: str | bytes) -> tuple[str, list[str]]:
     def flush_run() -> None:
         nonlocal run_charset, run_bytes
         if run_charset is not None:
-            text, note = decode_text(run_bytes, run_charset.decode("ascii", "replace"))
+            text, text_notes = decode_text(run_bytes, run_charset.decode("ascii", "replace"))
             out.append(text)
-            if note:
-                notes.append(note)
+            notes.extend(text_notes)
         run_charset, run_bytes = None, b""
 
     for match in _ENCODED_WORD.finditer(raw):
         between = raw[position:match.start()]
         position = match.end()
-        charset, encoding, payload = match.group(1), match.group(2).upper(), re.sub(rb"\s+", b"", match.group(3))
-        decoded = _decode_encoded_word(encoding, payload)
+        # Folds and stray spaces inside an encoded-word are not part of its payload.
+        payload = re.sub(rb"\s+", b"", match.group(3))
+        decoded = _decode_encoded_word(match.group(2).upper().decode("ascii"), payload)
         if decoded is None:
             flush_run()
-            out.append(_literal(between, notes) + match.group(0).decode("ascii", "replace"))
+            out.append(_literal(between, literal_charset, notes) + match.group(0).decode("ascii", "replace"))
             notes.append("malformed encoded-word kept as is")
             continue
         # RFC 2047: whitespace between two encoded-words is not part of the text.
         if between.strip() or run_charset is None:
             flush_run()
-            out.append(_literal(between, notes))
-        charset = charset.split(b"*", 1)[0].lower()
+            out.append(_literal(between, literal_charset, notes))
+        charset = match.group(1).split(b"*", 1)[0].lower()
         if run_charset is not None and charset != run_charset:
             flush_run()
         run_charset = charset
         run_bytes += decoded
     flush_run()
-    out.append(_literal(raw[position:], notes))
+    out.append(_literal(raw[position:], literal_charset, notes))
     return "".join(out).strip(), notes
 
 
@@ -317,17 +333,16 @@ def _decode_encoded_word(encoding: str, payload: bytes) -> bytes | None:
     if encoding == "Q":
         return binascii.a2b_qp(payload, header=True)
     try:
-        return base64.b64decode(payload + b"=" * (-len(payload) % 4))
+        return base64.b64decode(payload + b"=" * (-len(payload) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
 
 
-def _literal(raw: bytes, notes: list[str]) -> str:
+def _literal(raw: bytes, charset: str | None, notes: list[str]) -> str:
     if not raw:
         return ""
-    text, note = decode_text(raw, None)
-    if note:
-        notes.append(note)
+    text, text_notes = decode_text(raw, charset)
+    notes.extend(text_notes)
     return text.replace("\n", " ")
 
 
@@ -335,37 +350,52 @@ def html_to_text(markup: str) -> str:
     """Readable text of an HTML document: what a mail client shows, one block element per line.
 
     Scripts, styles, the head and comments are dropped; link text is kept; entities are
-    unescaped; runs of blank lines collapse to one.
+    unescaped; adjacent block boundaries make one line break, <br> its own; runs of blank lines
+    collapse to one.
     """
     try:
         soup = bs4.BeautifulSoup(markup, "html.parser")
     except bs4.exceptions.ParserRejectedMarkup:
         return _tidy_lines(html.unescape(re.sub(r"<[^>]*>", " ", markup)))
     out: list[str] = []
+    at_line_start = True
+
+    def emit(text: str) -> None:
+        nonlocal at_line_start
+        out.append(text)
+        if "\n" in text:
+            at_line_start = not text.rsplit("\n", 1)[1].strip()
+        elif text.strip():
+            at_line_start = False
+
+    def block_boundary() -> None:
+        if not at_line_start:
+            emit("\n")
+
     # Iterative walk: spam's unclosed tags nest deeper than Python's recursion limit.
-    pending: list[bs4.PageElement | str] = list(reversed(soup.contents))
+    pending: list[bs4.PageElement | str | object] = list(reversed(soup.contents))
     while pending:
         node = pending.pop()
-        if isinstance(node, Tag):
+        if node is _BLOCK_BOUNDARY:
+            block_boundary()
+        elif isinstance(node, Tag):
             name = node.name.lower()
-            if name in INVISIBLE_TAGS:
-                continue
-            if name == "head" and node.find(HEAD_CONTENT_SIGNS) is None:
+            if name in INVISIBLE_TAGS or (name == "head" and node.find(HEAD_CONTENT_SIGNS) is None):
                 continue
             if name == "br":
-                out.append("\n")
+                emit("\n")
                 continue
             if name in BLOCK_TAGS:
-                out.append("\n")
-                pending.append("\n")
+                block_boundary()
+                pending.append(_BLOCK_BOUNDARY)
             elif name in CELL_TAGS:
                 pending.append(" ")
             pending.extend(reversed(node.contents))
         elif isinstance(node, NavigableString):
             if not isinstance(node, _NON_TEXT_NODES):
-                out.append(re.sub(r"\s+", " ", str(node)))
+                emit(re.sub(r"\s+", " ", str(node)))
         else:
-            out.append(node)
+            emit(node)
     return _tidy_lines("".join(out))
 
 
