@@ -30,6 +30,7 @@ def test_detokenise_undoes_enron_spam_tokenisation():
         "subject: meter 7268 nov allocation\n"
         "fyi. i don't know, see http://www.enron.com/gas for the 12/14/99 12:17 pm e-mail."
     )
+    assert detokenise("fyi - see below - already done , follow - up") == "fyi - see below - already done, follow-up"
 
 
 def test_restore_case_capitalises_sentences_and_the_pronoun():
@@ -40,6 +41,19 @@ def test_strip_quoted_drops_replies_attribution_and_original_message():
     body = "Thanks, that works.\nOn Mon, 2 Sep 2002, Bob wrote:\n> did it work?\n> really?\nCheers\n" \
            "-----Original Message-----\nFrom: Bob\nold text"
     assert strip_quoted(body) == "Thanks, that works.\nCheers"
+
+
+def test_strip_quoted_drops_the_tails_of_rewrapped_quotes_but_keeps_inline_replies():
+    wrapped = (
+        "My answer.\n"
+        " > When I receive a gpg encrypted message it first tries to ask me via the tty. It tells \n"
+        "me m\n     y \n"
+        " > passphrase is incorrect every time, at which point exmh offers me the \n"
+        "line\n"
+        " > end\nThanks"
+    )
+    assert strip_quoted(wrapped) == "My answer.\nThanks"
+    assert strip_quoted("> Agreed?\nYes.\n> And Friday?\nNo.") == "Yes.\nNo."
 
 
 def test_strip_signature_cuts_delimiter_and_list_footer():

@@ -22,7 +22,7 @@ rule ingest:
     input:
         vocabulary=lambda wc: (
             "resources/synthetic/styles.yaml"
-            if config["corpora"][wc.corpus]["loader"] == "synthetic"
+            if config["corpora"][wc.corpus].get("loader") == "synthetic"
             else []
         ),
         raw=lambda wc: list(source_files(wc.corpus).values()),

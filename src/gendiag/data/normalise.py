@@ -45,6 +45,8 @@ HTML_TAG = re.compile(r"<\s*(?:html|body|div|p|br|table|font|a\s|span|td|head)\b
 _QUOTED_LINE = re.compile(r"^\s*(?:>|\|>)")
 _ATTRIBUTION = re.compile(r"^\s*(?:On\b.{0,200}\bwrote:|.{0,120}\bwrote:|.{0,120}\bwrites:)\s*$", re.IGNORECASE)
 _ORIGINAL_MESSAGE = re.compile(r"^\s*-{2,}\s*(?:Original Message|Forwarded message)\s*-{2,}\s*$", re.IGNORECASE)
+_WRAPPED_TAIL = 30
+_WRAPPED_LINE = 60
 _SIGNATURE_DELIMITER = re.compile(r"^--\s?$")
 _LIST_FOOTER = re.compile(r"^_{20,}\s*$")
 
@@ -57,7 +59,8 @@ _DETOKENISE = [
     (re.compile(r"(\w) (['’]) (s|t|re|ve|ll|d|m)\b"), r"\1\2\3"),
     (re.compile(r"(?<=\d) ([/:.,]) (?=\d)"), r"\1"),
     (re.compile(r"(?<=\w) ([/@]) (?=\w)"), r"\1"),
-    (re.compile(r"(?<=\w) - (?=\w)"), "-"),
+    # Hyphenated words ("e - mail", "follow - up") but not dashes between words ("fyi - see below").
+    (re.compile(r"(?<=\b\w)(?<!\w\w) - (?=\w)|(?<=\w) - (?=[a-z]{1,2}\b)"), "-"),
     (re.compile(r"(?:- ){2,}-"), lambda m: m.group(0).replace(" ", "")),
     (re.compile(r" ([,.;:!?%)\]}])"), r"\1"),
     (re.compile(r"([(\[{$#]) "), r"\1"),
@@ -100,6 +103,9 @@ class Normaliser:
             body = self._count("quoted_removed", body, strip_quoted(body))
         if o["strip_signatures"]:
             body = self._count("signature_removed", body, strip_signature(body))
+        if o["case"] == "restore" and not any(c.isupper() for c in subject + body):
+            subject, body = restore_case(subject), restore_case(body)
+            self.counts["case_restored"] += 1
         if o["strip_headers"] or not headers.strip():
             values = {"subject": subject, "sender": sender, "date": date}
             lines = [f"{HEADER_LABELS[name]}: {values[name]}" for name in o["header_fields"] if values[name].strip()]
@@ -110,8 +116,6 @@ class Normaliser:
             text = self._count("detokenised", text, detokenise(text))
         if o["case"] == "lower":
             text = self._count("lower_cased", text, text.lower())
-        elif o["case"] == "restore" and not any(c.isupper() for c in text):
-            text = self._count("case_restored", text, restore_case(text))
         if o["urls"] != "keep":
             text, n = mask(URL, text, "URL", keep_domain=o["urls"] == "mask_keep_domain")
             self.counts["urls_masked"] += n
@@ -129,12 +133,35 @@ class Normaliser:
 
 
 def strip_quoted(body: str) -> str:
-    """Drop quoted reply lines, their attribution line and everything after an 'Original Message' mark."""
-    kept: list[str] = []
-    for line in body.split("\n"):
+    """Drop quoted reply lines, their attribution line and everything after an 'Original Message' mark.
+
+    Mail clients re-wrap long quoted lines, leaving short unquoted tails between two quoted lines;
+    those tails belong to the quote too.
+    """
+    lines = body.split("\n")
+    for index, line in enumerate(lines):
         if _ORIGINAL_MESSAGE.match(line):
+            lines = lines[:index]
             break
-        if _QUOTED_LINE.match(line):
+    quoted = [bool(_QUOTED_LINE.match(line)) for line in lines]
+    for index, line in enumerate(lines):
+        if quoted[index] or not line.strip() or len(line.strip()) > _WRAPPED_TAIL:
+            continue
+        # A wrapped tail follows a long quoted line (or another tail); a short reply after a short
+        # quoted question ("> Agreed?" / "Yes.") is the author's text and stays.
+        previous = index - 1
+        before = previous >= 0 and quoted[previous] and (
+            len(lines[previous]) >= _WRAPPED_LINE or not _QUOTED_LINE.match(lines[previous])
+        )
+        after = next(
+            (quoted[j] for j in range(index + 1, len(lines))
+             if lines[j].strip() and (quoted[j] or len(lines[j].strip()) > _WRAPPED_TAIL)),
+            False,
+        )
+        quoted[index] = before and after
+    kept: list[str] = []
+    for line, is_quoted in zip(lines, quoted, strict=True):
+        if is_quoted:
             if kept and _ATTRIBUTION.match(kept[-1]):
                 kept.pop()
             continue
