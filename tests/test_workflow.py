@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, SHARED_DATA
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
@@ -35,12 +35,19 @@ def jobs_by_rule(dry_run_output: str) -> dict[str, list[str]]:
     return jobs
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "tests/config/tiny.yaml"])
+@pytest.mark.parametrize(
+    "configfile", ["config/config.yaml", "tests/config/tiny.yaml", "config/real-tiny.yaml", "config/paper.yaml"]
+)
 def test_dry_run_of_each_shipped_config(configfile):
+    if configfile == "config/real-tiny.yaml" and not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} (the public corpora real-tiny.yaml reads) is absent")
     result = run(["-n", "--forceall", "--cores", "2", "--configfile", configfile], REPO, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = jobs_by_rule(result.stdout)
-    assert {"ingest", "split", "base_tiny", "finetune", "predict", "cross_dataset_table"} <= set(jobs)
+    base = "base_hub" if configfile == "config/paper.yaml" else "base_tiny"
+    assert {"ingest", "normalise", "split", base, "finetune", "predict", "cross_dataset_table"} <= set(jobs)
+    if configfile == "config/paper.yaml":
+        assert len(jobs["download"]) == 11  # six Enron-Spam and five SpamAssassin archives
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):

@@ -178,5 +178,5 @@ def study_outputs():
     figures = expand(
         "results/figures/{name}.{ext}", name=figure_names, ext=["pdf", "png"]
     )
-    reports = expand("results/corpora/{corpus}.ingest.json", corpus=CORPORA)
+    reports = expand("results/ingested/{corpus}.ingest.json", corpus=CORPORA)
     return tables + figures + reports
