@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -146,3 +147,31 @@ def test_hub_model_entry_runs_from_a_local_model_directory(tiny_study, micro_bas
     assert (base / "model.safetensors").exists() and (base / "tokenizer.json").exists()
     predictions = pd.read_parquet(tiny_study / "results/predictions/hubllama/none/zeroshot/seed0/corporate.parquet")
     assert len(predictions) == 30 and predictions["p_malicious"].between(0, 1).all()
+
+
+def test_corpus_given_by_url_is_downloaded_checked_and_read(tiny_study, tmp_path):
+    """The download rule fetches a URL corpus once, and a wrong sha256 stops it before ingest."""
+    csv = tmp_path / "phishing_sample.csv"
+    pd.DataFrame(
+        {"Email Text": ["Please verify your account at http://bank.example/login", "Lunch on Friday?"] * 10,
+         "Email Type": ["Phishing Email", "Safe Email"] * 10}
+    ).to_csv(csv)
+    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
+    digest = hashlib.sha256(csv.read_bytes()).hexdigest()
+    config["corpora"]["kaggle"] = {"loader": "kaggle_phishing", "url": csv.as_uri(), "sha256": digest}
+    good = tmp_path / "url.yaml"
+    good.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(["results/corpora/kaggle.parquet", "--cores", "1", "--configfile", str(good)], tiny_study)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tiny_study / "resources/downloads/phishing_sample.csv").read_bytes() == csv.read_bytes()
+    corpus = pd.read_parquet(tiny_study / "results/corpora/kaggle.parquet")
+    assert len(corpus) == 20 and corpus["uid"].iloc[0].startswith("kaggle:kaggle_phishing:row ")
+
+    config["corpora"]["kaggle"].update(sha256="f" * 64, filename="tampered.csv")
+    bad = tmp_path / "bad_sha.yaml"
+    bad.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(["results/corpora/kaggle.parquet", "--cores", "1", "--configfile", str(bad)], tiny_study)
+    assert result.returncode != 0
+    log = (tiny_study / "results/logs/download/tampered.csv.log").read_text()
+    assert f"does not match the config's {'f' * 64}" in log
+    assert not (tiny_study / "resources/downloads/tampered.csv").exists()
