@@ -81,3 +81,21 @@ def test_stratified_sample_keeps_label_shares():
     frame = pd.DataFrame({"label": [0] * 80 + [1] * 20, "x": range(100)})
     sample = stratified_sample(frame, 10, seed=0, by=["label"])
     assert sample["label"].tolist().count(1) == 2
+
+
+def test_split_removes_near_duplicates_so_none_crosses_train_and_test(small_corpus):
+    from gendiag.data.dedup import cross_matches
+
+    frame = small_corpus.copy()
+    variants = frame.head(30).assign(
+        uid=lambda f: f["uid"] + "-variant", text=lambda f: f["text"].str.replace(" the ", " teh ", n=1) + " ok"
+    )
+    frame = pd.concat([frame, variants], ignore_index=True)
+    exact_only, _ = split_corpus(frame, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    assert exact_only["uid"].str.endswith("-variant").sum() == 30
+    splits, report = split_corpus(frame, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0, near_duplicate_threshold=0.8)
+    assert not splits["uid"].str.endswith("-variant").any()
+    assert report["near_duplicates_removed"] >= 30
+    assert {r["kind"] for r in report["removed"]} <= {"exact", "near"}
+    train, test = (splits.loc[splits["split"] == s, "text"].tolist() for s in ("train", "test"))
+    assert cross_matches(train, test, threshold=0.8) == []

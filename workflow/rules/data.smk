@@ -83,7 +83,7 @@ rule normalise:
 rule split:
     input:
         corpus="results/corpora/{corpus}.parquet",
-        code=library("data.splits"),
+        code=library("data.splits", "data.dedup"),
     output:
         splits="results/splits/{corpus}.parquet",
         report="results/splits/{corpus}.json",
@@ -100,6 +100,7 @@ rule split:
     params:
         fractions=config["splits"]["fractions"],
         seed=config["splits"]["seed"],
+        near_duplicate_threshold=config["splits"]["near_duplicate_threshold"],
     script:
         "../scripts/split.py"
 

@@ -9,8 +9,11 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 
 frame = pd.read_parquet(smk.input.corpus)
-splits, report = split_corpus(frame, dict(smk.params.fractions), seed=int(smk.params.seed))
-log.info("%s: %d rows, %d duplicates removed, counts %s", smk.wildcards.corpus, report["rows_in"],
-         report["duplicates_removed"], report["counts"])
+splits, report = split_corpus(
+    frame, dict(smk.params.fractions), seed=int(smk.params.seed),
+    near_duplicate_threshold=smk.params.near_duplicate_threshold,
+)
+log.info("%s: %d rows, %d exact and %d near duplicates removed, counts %s", smk.wildcards.corpus, report["rows_in"],
+         report["exact_duplicates_removed"], report["near_duplicates_removed"], report["counts"])
 write_parquet(splits, smk.output.splits)
 write_json(report, smk.output.report)

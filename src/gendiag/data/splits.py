@@ -1,9 +1,10 @@
 """De-duplicated, stratified splits of each corpus; training recipes and test sets built from them.
 
 Duplicates are removed before splitting, so no two copies of a message can land on both sides of
-the train/test boundary. Two messages are duplicates when their text is equal after case folding,
-removing digits and punctuation and collapsing whitespace (the near-duplicate audit with MinHash
-is separate). Every removed row is listed in the split report with the uid it duplicates.
+the train/test boundary. Two messages are exact duplicates when their text is equal after case
+folding, removing digits and punctuation and collapsing whitespace; near duplicates (config
+`splits.near_duplicate_threshold`) are MinHash clusters of `gendiag.data.dedup`. Every removed row
+is listed in the split report with the uid it duplicates.
 """
 
 from __future__ import annotations
@@ -24,20 +25,36 @@ def dedup_key(text: str) -> str:
     return hashlib.blake2b(normalised.encode(), digest_size=12).hexdigest()
 
 
-def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep the first of each duplicate group; return the kept rows and the removed ones."""
+def deduplicate(
+    frame: pd.DataFrame, near_duplicate_threshold: float | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the first of each duplicate group; return the kept rows and the removed ones.
+
+    Groups are exact duplicates (equal `dedup_key`), or with `near_duplicate_threshold` the
+    near-duplicate clusters of `gendiag.data.dedup` (which contain the exact ones). Each removed
+    row is listed with the uid it duplicates, whether it is an exact or a near copy, and both labels.
+    """
     keys = frame["text"].map(dedup_key)
-    first_uid = frame.groupby(keys, sort=False)["uid"].transform("first")
-    is_duplicate = keys.duplicated(keep="first")
-    removed = [
-        {"uid": uid, "duplicate_of": first, "label": int(label), "label_of_kept": None}
-        for uid, first, label in zip(
-            frame.loc[is_duplicate, "uid"], first_uid[is_duplicate], frame.loc[is_duplicate, "label"], strict=True
+    if near_duplicate_threshold is None:
+        groups = pd.Series(pd.factorize(keys, sort=False)[0], index=frame.index)
+    else:
+        from gendiag.data.dedup import near_duplicate_clusters  # it imports this module's normalisation
+
+        groups = pd.Series(
+            near_duplicate_clusters(frame["text"].tolist(), near_duplicate_threshold, seed=seed), index=frame.index
         )
+    first = groups.groupby(groups, sort=False).transform(lambda g: g.index[0])
+    is_duplicate = groups.duplicated(keep="first")
+    removed = [
+        {
+            "uid": frame.at[row, "uid"],
+            "duplicate_of": frame.at[kept, "uid"],
+            "kind": "exact" if keys[row] == keys[kept] else "near",
+            "label": int(frame.at[row, "label"]),
+            "label_of_kept": int(frame.at[kept, "label"]),
+        }
+        for row, kept in zip(frame.index[is_duplicate], first[is_duplicate], strict=True)
     ]
-    label_of = dict(zip(frame["uid"], frame["label"], strict=True))
-    for item in removed:
-        item["label_of_kept"] = int(label_of[item["duplicate_of"]])
     return frame[~is_duplicate].reset_index(drop=True), removed
 
 
@@ -60,17 +77,22 @@ def stratified_assign(labels: pd.Series, fractions: dict[str, float], seed: int)
     return assignment
 
 
-def split_corpus(frame: pd.DataFrame, fractions: dict[str, float], seed: int) -> tuple[pd.DataFrame, dict]:
+def split_corpus(
+    frame: pd.DataFrame, fractions: dict[str, float], seed: int, near_duplicate_threshold: float | None = None
+) -> tuple[pd.DataFrame, dict]:
     """De-duplicate a corpus table and add a `split` column; return it with a report."""
     unknown = set(fractions) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split names {sorted(unknown)}; allowed: {SPLITS}")
-    kept, removed = deduplicate(frame)
+    kept, removed = deduplicate(frame, near_duplicate_threshold, seed=seed)
     kept["split"] = stratified_assign(kept["label"], fractions, seed).to_numpy()
     counts = kept.groupby(["split", "label"]).size()
     report = {
         "rows_in": int(len(frame)),
+        "near_duplicate_threshold": near_duplicate_threshold,
         "duplicates_removed": len(removed),
+        "exact_duplicates_removed": sum(r["kind"] == "exact" for r in removed),
+        "near_duplicates_removed": sum(r["kind"] == "near" for r in removed),
         "duplicates_with_conflicting_labels": sum(r["label"] != r["label_of_kept"] for r in removed),
         "removed": removed,
         "counts": {split: {str(label): int(n) for label, n in counts[split].items()} for split in SPLITS
