@@ -179,4 +179,10 @@ def study_outputs():
         "results/figures/{name}.{ext}", name=figure_names, ext=["pdf", "png"]
     )
     reports = expand("results/ingested/{corpus}.ingest.json", corpus=CORPORA)
-    return tables + figures + reports
+    audit = expand("results/tables/data_audit.{ext}", ext=["csv", "md", "tex"])
+    audit += expand("results/figures/data_audit.{ext}", ext=["pdf", "png"])
+    if len(CORPORA) > 1:  # telling corpora apart needs two of them
+        audit += expand(
+            "results/figures/source_identifiability.{ext}", ext=["pdf", "png"]
+        )
+    return tables + figures + reports + audit

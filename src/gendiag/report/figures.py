@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -415,3 +416,225 @@ def plot_generalisation_gap(gap: pd.DataFrame, stem: str | os.PathLike) -> list[
             loc="left", fontsize=9,
         )
         return _save(fig, stem)
+
+
+# --- data audit --------------------------------------------------------------------------------
+
+
+def _ink_on(cmap, norm, value: float) -> str:
+    r, g, b, _ = cmap(norm(value))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _share_label(share: float) -> str:
+    # One decimal where it matters (99.6% is not 100%), none for the small off-diagonal cells.
+    if share == 0 or share >= 0.1:
+        return f"{share:.1%}" if 0 < share < 1 else f"{share:.0%}"
+    return "<1%" if share < 0.01 else f"{share:.0%}"
+
+
+def plot_identifiability(
+    raw: dict, normalised: dict, *, stem: str | os.PathLike | None = None
+) -> Figure:
+    """Corpus-vs-corpus confusion of the source-identifiability probe, before and after normalisation.
+
+    `raw` and `normalised` are `gendiag.data.audit.source_identifiability` results (as in
+    `audit_across(...)["identifiability"]`). Rows are the true corpus, normalised to shares; an
+    unavailable result gets a panel saying why. Within-label balanced accuracies, when present, are
+    listed under the panels. With `stem`, the figure is also written as ``{stem}.pdf`` and ``.png``.
+    """
+    panels = [("as distributed", raw), ("after normalisation", normalised)]
+    available = [r for _, r in panels if r.get("available")]
+    if not available:
+        raise ValueError("neither identifiability result is available; nothing to plot"
+                         f" ({raw.get('reason')}; {normalised.get('reason')})")
+    corpora = list(available[-1]["corpora"])
+    label_w = 0.35 + 0.07 * max(len(c) for c in corpora)
+    cell = 0.62
+    side = cell * len(corpora)
+    cmap = mpl.colormaps["viridis"]
+    norm = Normalize(0.0, 1.0)
+
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(2 * (label_w + side) + 1.3, side + 2.1)
+        axes = fig.subplots(1, 2)
+        image = None
+        for ax, (name, result) in zip(axes, panels, strict=True):
+            column = result.get("column")
+            heading = f"{name}" + (f" ({column})" if column else "")
+            if not result.get("available"):
+                ax.set_axis_off()
+                reason = textwrap.fill(str(result.get("reason", "")), width=36)
+                ax.text(0.5, 0.5, f"{heading}: not available\n{reason}", ha="center", va="center", fontsize=8,
+                        color="0.3", transform=ax.transAxes)
+                continue
+            order = [result["corpora"].index(c) for c in corpora if c in result["corpora"]]
+            names = [result["corpora"][k] for k in order]
+            counts = np.asarray(result["confusion"], dtype=np.float64)[np.ix_(order, order)]
+            shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+            image = ax.imshow(shares, cmap=cmap, norm=norm, interpolation="none")
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    ax.text(j, i, _share_label(shares[i, j]), ha="center", va="center", fontsize=8,
+                            color=_ink_on(cmap, norm, shares[i, j]))
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=30, ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels(names)
+            ax.set_xlabel("predicted corpus")
+            ax.set_ylabel("true corpus")
+            ax.tick_params(length=0)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            ax.set_title(f"{heading}\naccuracy {result['accuracy']:.3f} (balanced {result['balanced_accuracy']:.3f})"
+                         f"\nchance {result['chance']:.3f} (balanced {result['chance_balanced']:.3f})", fontsize=9)
+        if image is not None:
+            colorbar = fig.colorbar(image, ax=list(axes), shrink=0.8, aspect=18, pad=0.02)
+            colorbar.set_label("share of the true corpus's messages")
+            colorbar.outline.set_visible(False)
+
+        notes = []
+        for label, what in (("0", "legitimate"), ("1", "malicious")):
+            parts = []
+            for name, result in panels:
+                within = (result.get("within_label") or {}).get(label)
+                if within and within.get("available"):
+                    parts.append(f"{name} {within['balanced_accuracy']:.3f}")
+            if parts:
+                notes.append(f"within {what} mail only, balanced accuracy: " + ", ".join(parts))
+        if notes:
+            fig.text(0.5, 0.0, "\n".join(notes), ha="center", va="top", fontsize=8, color="0.25")
+        fig.suptitle("Source identifiability: a bag-of-words probe told to name each message's corpus",
+                     fontsize=10)
+        if stem is not None:
+            _save(fig, stem)
+        return fig
+
+
+def plot_data_audit(
+    corpus_audits, across: dict | None = None, *, stem: str | os.PathLike | None = None
+) -> Figure:
+    """One row of panels per audit aspect, one bar group per corpus.
+
+    Panels: duplicates within the corpus (exact, and near including exact, as % of its messages);
+    copies shared with other corpora (% of its messages) and test messages with a copy in a train
+    split (% of its test split), when `across` has them; estimated label noise (%, with the probe's
+    share of messages its out-of-fold prediction disagrees with as a marker: label errors plus the
+    probe's own errors); and message length in words (median, p5-p95).
+    `corpus_audits` is a list (or {corpus: audit} mapping) of `audit_corpus` results.
+    """
+    from gendiag.data.audit import audit_table
+
+    audits = list(corpus_audits.values()) if isinstance(corpus_audits, dict) else list(corpus_audits)
+    if not audits:
+        raise ValueError("no corpus audits given; nothing to plot")
+    table = audit_table(audits, across)
+    across = across or {}
+    corpora = table["corpus"].tolist()
+    n = np.array([a["n"] for a in audits], dtype=np.float64)
+    y = np.arange(len(corpora))[::-1]
+    height = 0.36
+    colours = {"exact": "#4C72B0", "near": "#A1BDE0", "cross": "#DD8452", "leak": "#C44E52", "noise": "#55A868"}
+
+    def annotate(ax, xs, ys, labels, xmax):
+        for x, yy, text in zip(xs, ys, labels, strict=True):
+            ax.text(x + xmax * 0.015, yy, text, va="center", ha="left", fontsize=7, color="0.25")
+
+    def percent_axis(ax, values, title):
+        top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
+        xmax = max(top * 1.45, 1.0)
+        ax.set_xlim(0, xmax)
+        ax.set_title(title, fontsize=9)
+        ax.xaxis.grid(True, color="0.92", linewidth=0.6)
+        ax.set_axisbelow(True)
+        return xmax
+
+    leak = (across.get("train_test_leakage") or {}).get("per_corpus", {})
+    shared = (across.get("cross_corpus_duplicates") or {}).get("per_corpus", {})
+    show_across = bool(leak or shared)
+    n_panels = 4 if show_across else 3
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(1.0 + 0.07 * max(len(c) for c in corpora) + 2.35 * n_panels, 1.5 + 0.55 * len(corpora))
+        axes = list(fig.subplots(1, n_panels, sharey=True))
+        k = 0
+
+        ax = axes[k]
+        exact = table["exact_duplicates"].to_numpy(dtype=np.float64)
+        near = table["near_duplicates"].to_numpy(dtype=np.float64)
+        xmax = percent_axis(ax, 100 * near / n, "duplicates within corpus\n(% of messages)")
+        ax.barh(y + height / 2, 100 * exact / n, height, color=colours["exact"], label="exact")
+        ax.barh(y - height / 2, 100 * near / n, height, color=colours["near"], label="near (incl. exact)")
+        annotate(ax, 100 * exact / n, y + height / 2, [f"{int(v):,}" for v in exact], xmax)
+        annotate(ax, 100 * near / n, y - height / 2, [f"{int(v):,}" for v in near], xmax)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False, fontsize=7)
+        ax.set_yticks(y)
+        ax.set_yticklabels(corpora)
+        ax.tick_params(axis="y", length=0)
+        k += 1
+
+        if show_across:
+            ax = axes[k]
+            cross = np.array([shared[c]["near"] if c in shared else np.nan for c in corpora], dtype=np.float64)
+            leaks = np.array([leak[c]["near"] if c in leak else np.nan for c in corpora], dtype=np.float64)
+            tests = np.array([leak[c]["test_rows"] if c in leak else np.nan for c in corpora], dtype=np.float64)
+            cross_pct = 100 * cross / n
+            leak_pct = 100 * leaks / np.where(tests > 0, tests, np.nan)
+            xmax = percent_axis(ax, np.concatenate([cross_pct, leak_pct]), "copies across sets\n(near incl. exact)")
+            ax.barh(y + height / 2, np.nan_to_num(cross_pct), height, color=colours["cross"],
+                    label="in another corpus (% of messages)")
+            ax.barh(y - height / 2, np.nan_to_num(leak_pct), height, color=colours["leak"],
+                    label="test with a copy in a train split (% of test)")
+            annotate(ax, np.nan_to_num(cross_pct), y + height / 2,
+                     ["n/a" if np.isnan(v) else f"{int(v):,}" for v in cross], xmax)
+            annotate(ax, np.nan_to_num(leak_pct), y - height / 2,
+                     ["n/a" if np.isnan(v) else f"{int(v):,}" for v in leaks], xmax)
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False, fontsize=7)
+            k += 1
+
+        ax = axes[k]
+        rate = 100 * table["est_label_noise"].to_numpy(dtype=np.float64)
+        upper = np.array([
+            np.nan if a["label_noise"]["disagreement_rate"] is None else 100 * a["label_noise"]["disagreement_rate"]
+            for a in audits
+        ])
+        xmax = percent_axis(ax, np.concatenate([rate, upper]), "estimated label noise (%)")
+        ax.barh(y, np.nan_to_num(rate), 0.55, color=colours["noise"], label="confident learning")
+        ax.plot(upper, y, linestyle="none", marker="|", markersize=11, markeredgewidth=1.6, color="0.2",
+                label="probe disagrees with label")
+        for yy, r, u, audit in zip(y, rate, upper, audits, strict=True):
+            if np.isnan(r):
+                reason = audit["label_noise"]["reason"] or ""
+                ax.text(xmax * 0.015, yy, "n/a: single class" if "single-class" in reason else "n/a",
+                        va="center", ha="left", fontsize=7, color="0.4")
+            else:
+                bound = "" if np.isnan(u) else f" (disagree {u:.1f}%)"
+                ax.text(max(r, 0 if np.isnan(u) else u) + xmax * 0.02, yy, f"{r:.2f}%{bound}", va="center",
+                        ha="left", fontsize=7, color="0.25")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False, fontsize=7)
+        k += 1
+
+        ax = axes[k]
+        words = [a["profile"]["words"] for a in audits]
+        lows = np.array([max(w["p5"] or 1, 1) for w in words], dtype=np.float64)
+        highs = np.array([max(w["p95"] or 1, 1) for w in words], dtype=np.float64)
+        medians = np.array([max(w["median"] or 1, 1) for w in words], dtype=np.float64)
+        ax.hlines(y, lows, highs, color="0.45", linewidth=2.2)
+        ax.plot(medians, y, linestyle="none", marker="o", markersize=5, color="black")
+        for yy, m in zip(y, medians, strict=True):
+            ax.text(m, yy + 0.22, f"{m:,.0f}", ha="center", va="bottom", fontsize=7, color="0.25")
+        ax.set_xscale("log")
+        ax.set_xlim(lows.min() / 1.6, highs.max() * 1.6)
+        # Plain numbers at 1-3-10 steps: word counts read better as "300" than as 10^2.5.
+        ax.xaxis.set_major_locator(mpl.ticker.LogLocator(base=10, subs=(1.0, 3.0)))
+        ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.set_title("message length (words)\nmedian, 5th–95th percentile", fontsize=9)
+        ax.xaxis.grid(True, which="major", color="0.92", linewidth=0.6)
+        ax.set_axisbelow(True)
+
+        for ax in axes:
+            ax.set_ylim(-0.7, len(corpora) - 0.3)
+        fig.suptitle("Data audit per corpus", x=0.01, ha="left", fontsize=10)
+        if stem is not None:
+            _save(fig, stem)
+        return fig
