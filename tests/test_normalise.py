@@ -30,11 +30,13 @@ def test_detokenise_undoes_enron_spam_tokenisation():
         "subject: meter 7268 nov allocation\n"
         "fyi. i don't know, see http://www.enron.com/gas for the 12/14/99 12:17 pm e-mail."
     )
+    assert detokenise("mail me at jeff @ enron . com or see cnn . com .") == "mail me at jeff@enron.com or see cnn.com."
     assert detokenise("fyi - see below - already done , follow - up") == "fyi - see below - already done, follow-up"
 
 
 def test_restore_case_capitalises_sentences_and_the_pronoun():
     assert restore_case("hello there. i think i'm late!\nsee you") == "Hello there. I think I'm late!\nSee you"
+    assert restore_case("see below.\nhttp://www.x.com and www.y.com") == "See below.\nhttp://www.x.com and www.y.com"
 
 
 def test_strip_quoted_drops_replies_attribution_and_original_message():

@@ -98,7 +98,11 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     for stem in ("cross_dataset", "generalisation_gap"):
         for ext in ("csv", "md", "tex"):
             assert (tiny_study / f"results/tables/{stem}.{ext}").stat().st_size > 100
-    for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap"):
+    audit = pd.read_csv(tiny_study / "results/tables/data_audit.csv").set_index("corpus")
+    assert sorted(audit.index) == ["corporate", "credential_phish"]
+    assert (audit["rows_read"] == audit["rows_kept"] + audit["rows_quarantined"]).all()
+    assert (audit["rows_read"] == 160).all() and audit["est_label_noise"].between(0, 0.5).all()
+    for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap", "data_audit", "source_identifiability"):
         for ext in ("pdf", "png"):
             assert (tiny_study / f"results/figures/{stem}.{ext}").stat().st_size > 5000
     log = pd.read_csv(tiny_study / "results/finetune/llama/generalist/standard/seed0/train_log.csv")

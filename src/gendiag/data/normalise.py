@@ -56,6 +56,8 @@ _DETOKENISE = [
     (re.compile(r"\b(https?|ftp) : / / "), r"\1://"),
     (re.compile(r"(?<=://)((?:[\w-]+ \. )+[\w-]+)"), lambda m: m.group(1).replace(" . ", ".")),
     (re.compile(r"\bwww \. ((?:[\w-]+ \. )*[\w-]+)"), lambda m: "www." + m.group(1).replace(" . ", ".")),
+    (re.compile(r"\b((?:[\w-]+ \. )+)(com|net|org|edu|gov|biz|info|co\.uk|uk|de|ru|cn)\b"),
+     lambda m: m.group(1).replace(" . ", ".") + m.group(2)),
     (re.compile(r"(\w) (['’]) (s|t|re|ve|ll|d|m)\b"), r"\1\2\3"),
     (re.compile(r"(?<=\d) ([/:.,]) (?=\d)"), r"\1"),
     (re.compile(r"(?<=\w) ([/@]) (?=\w)"), r"\1"),
@@ -66,6 +68,7 @@ _DETOKENISE = [
     (re.compile(r"([(\[{$#]) "), r"\1"),
 ]
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+|\n\s*)([a-z])")
+_CAPITALISED_URL = re.compile(r"\b(?:Https?://|Ftp://|Www\.)")
 _PRONOUN_I = re.compile(r"\bi(?=\b|['’](?:m|ve|ll|d)\b)")
 
 
@@ -190,6 +193,7 @@ def detokenise(text: str) -> str:
 def restore_case(text: str) -> str:
     """Sentence case for a text its distributor lower-cased: sentence starts and the pronoun I."""
     text = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), text)
+    text = _CAPITALISED_URL.sub(lambda m: m.group(0).lower(), text)
     return _PRONOUN_I.sub("I", text)
 
 
