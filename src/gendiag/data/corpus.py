@@ -25,11 +25,9 @@ CORPUS_COLUMNS = [
     "uid", "corpus", "subject", "body", "sender", "date", "text", "label", "label_fine", "source",
 ]
 # Kept next to the contract's columns so normalisation and the audit can see the message as distributed.
-RAW_COLUMNS = ["source_name", "source_id", "headers", "body_format", "raw_text"]
-SOURCE_KEYS = {
-    "loader", "name", "path", "url", "sha256", "filename", "dataset", "split", "revision", "config_name",
-    "format", "columns", "label_map", "encoding", "include", "normalise",
-}
+PROVENANCE_COLUMNS = ["source_name", "source_id", "headers", "body_format", "raw_text"]
+# What a corpus entry may hold besides its source keys (the config check keeps synthetic keys off real corpora).
+CORPUS_ONLY_KEYS = {"sources", "normalise"}
 
 
 class IngestError(ValueError):
@@ -43,7 +41,7 @@ def corpus_sources(spec: dict[str, Any]) -> list[dict[str, Any]]:
     if spec.get("sources"):
         sources = [dict(s) for s in spec["sources"]]
     else:
-        sources = [{k: v for k, v in spec.items() if k in SOURCE_KEYS and k != "normalise"}]
+        sources = [{k: v for k, v in spec.items() if k not in CORPUS_ONLY_KEYS}]
     for source in sources:
         source.setdefault("name", source["loader"])
     return sources
@@ -62,7 +60,7 @@ def load_raw(
 ) -> tuple[pd.DataFrame, dict]:
     """Read one configured corpus into a raw table; return it with notes for the ingest report.
 
-    `downloads` maps a source's name to the local file its `url` was downloaded to.
+    `downloads` maps a source's name to its local file; sources given by `url` are read from there.
     """
     if spec.get("loader") == "synthetic":
         return _generate(corpus, spec, vocabulary), {"origin": f"synthetic style {spec['style']}"}
@@ -84,7 +82,7 @@ def load_raw(
     raw = pd.concat(parts, ignore_index=True)
     from gendiag.data.normalise import raw_text
 
-    raw["raw_text"] = [raw_text(row) for _, row in raw.iterrows()]
+    raw["raw_text"] = list(map(raw_text, raw["headers"], raw["body"], raw["sender"], raw["subject"]))
     raw["text"] = raw["raw_text"]
     return raw, {"origin": ", ".join(f"{n['location']}" for n in notes.values()), "sources": notes}
 
@@ -121,13 +119,13 @@ def ingest(raw: pd.DataFrame, corpus: str, origin: str) -> tuple[pd.DataFrame, p
         raise IngestError(f"corpus '{corpus}': {origin} holds no messages; check the path or the generator size")
     frame = raw.copy()
     frame["corpus"] = corpus
-    for column in CORPUS_COLUMNS + RAW_COLUMNS + ["problem"]:
+    for column in CORPUS_COLUMNS + PROVENANCE_COLUMNS + ["problem"]:
         if column not in frame:
             frame[column] = frame["text"] if column == "raw_text" and "text" in frame else ""
     if "uid" not in raw:
         frame["uid"] = [f"{corpus}:{i:07d}" for i in range(len(frame))]
     text_columns = ["uid", "subject", "body", "sender", "date", "text", "label_fine", "source", "problem",
-                    *RAW_COLUMNS]
+                    *PROVENANCE_COLUMNS]
     frame[text_columns] = frame[text_columns].fillna("").astype(str)
 
     reason = frame["problem"].str.strip().copy()
@@ -142,7 +140,7 @@ def ingest(raw: pd.DataFrame, corpus: str, origin: str) -> tuple[pd.DataFrame, p
             f"corpus '{corpus}': all {len(frame)} rows of {origin} were quarantined"
             f" ({dict(Counter(quarantined['reason']))}); the input is unusable"
         )
-    leading = CORPUS_COLUMNS + RAW_COLUMNS
+    leading = CORPUS_COLUMNS + PROVENANCE_COLUMNS
     ordered = leading + [c for c in kept.columns if c not in leading]
     report = {
         "corpus": corpus,
@@ -150,12 +148,12 @@ def ingest(raw: pd.DataFrame, corpus: str, origin: str) -> tuple[pd.DataFrame, p
         "rows_read": int(len(frame)),
         "rows_kept": int(len(kept)),
         "rows_quarantined": int(len(quarantined)),
-        "quarantine_reasons": dict(Counter(_reason_kind(r) for r in quarantined["reason"])),
+        "quarantine_reasons": dict(Counter(reason_kind(r) for r in quarantined["reason"])),
         "label_counts": {str(k): int(v) for k, v in kept["label"].value_counts().sort_index().items()},
     }
     return kept[ordered], quarantined.reset_index(drop=True), report
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
     """The kind of a quarantine reason, for counting: 'undecodable bytes: 41% …' counts as 'undecodable bytes'."""
     return reason.split(":", 1)[0].strip()

@@ -135,7 +135,7 @@ class _Reading:
         frame = pd.DataFrame(self.rows).drop(columns="_label_keys")
         frame["label"] = pd.Series(labels, dtype="int64")
         frame = frame[RAW_COLUMNS]
-        problems = Counter(problem.split(":", 1)[0] for problem in frame["problem"] if problem)
+        problems = Counter(_corpus.reason_kind(problem) for problem in frame["problem"] if problem)
         notes = {
             "loader": self.spec["loader"],
             "files_read": self.files_read,

@@ -224,12 +224,12 @@ def normalise_whitespace(text: str) -> str:
     return text.strip()
 
 
-def raw_text(row: dict | pd.Series) -> str:
+def raw_text(headers: str, body: str, sender: str, subject: str) -> str:
     """The message as its corpus distributes it: full headers when it has them, else its fields."""
-    if str(row["headers"]).strip():
-        return str(row["headers"]).rstrip("\n") + "\n\n" + str(row["body"])
-    lines = [f"{HEADER_LABELS[k]}: {row[k]}" for k in ("sender", "subject") if str(row[k]).strip()]
-    return "\n".join(lines) + ("\n\n" if lines else "") + str(row["body"])
+    if headers.strip():
+        return headers.rstrip("\n") + "\n\n" + body
+    lines = [f"{HEADER_LABELS[k]}: {v}" for k, v in (("sender", sender), ("subject", subject)) if v.strip()]
+    return "\n".join(lines) + ("\n\n" if lines else "") + body
 
 
 def normalise_corpus(

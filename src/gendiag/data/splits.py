@@ -34,16 +34,16 @@ def deduplicate(
     near-duplicate clusters of `gendiag.data.dedup` (which contain the exact ones). Each removed
     row is listed with the uid it duplicates, whether it is an exact or a near copy, and both labels.
     """
-    keys = frame["text"].map(dedup_key)
     if near_duplicate_threshold is None:
+        keys = frame["text"].map(dedup_key)
         groups = pd.Series(pd.factorize(keys, sort=False)[0], index=frame.index)
     else:
-        from gendiag.data.dedup import near_duplicate_clusters  # it imports this module's normalisation
+        from gendiag.data.dedup import NearDuplicateIndex  # it imports this module's normalisation
 
-        groups = pd.Series(
-            near_duplicate_clusters(frame["text"].tolist(), near_duplicate_threshold, seed=seed), index=frame.index
-        )
-    first = groups.groupby(groups, sort=False).transform(lambda g: g.index[0])
+        index = NearDuplicateIndex(frame["text"].tolist(), near_duplicate_threshold, seed=seed)
+        keys = pd.Series(index.keys, index=frame.index)
+        groups = pd.Series(index.clusters(), index=frame.index)
+    first = pd.Series(frame.index, index=frame.index).groupby(groups, sort=False).transform("first")
     is_duplicate = groups.duplicated(keep="first")
     removed = [
         {
