@@ -185,4 +185,53 @@ def study_outputs():
         audit += expand(
             "results/figures/source_identifiability.{ext}", ext=["pdf", "png"]
         )
+    if shap_jobs():
+        tables += expand(
+            "results/tables/{name}.{ext}",
+            name=["shap_top_tokens", "shap_comparison", "shap_faithfulness"],
+            ext=["csv", "md", "tex"],
+        )
+        figures += expand(
+            "results/figures/{name}.{ext}",
+            name=["shap_top_tokens", "shap_faithfulness"]
+            + [
+                f"shap_text_heatmaps_{arch}"
+                for arch in sorted({j[0] for j in shap_jobs()})
+            ],
+            ext=["pdf", "png"],
+        )
+        reports += [
+            f"results/report/shap_text_heatmaps_{arch}.html"
+            for arch in sorted({j[0] for j in shap_jobs()})
+        ]
     return tables + figures + reports + audit
+
+
+# What a shap_explain job depends on (the table settings are the shap_tables rule's).
+SHAP_JOB_KEYS = (
+    "sample",
+    "max_evals",
+    "batch_size",
+    "fractions",
+    "random_repeats",
+    "cue_k",
+    "seed",
+)
+SHAP_TESTSETS = config["shap"]["testsets"] or TESTSETS
+
+
+def shap_jobs():
+    """Every explained (arch, recipe, paradigm, seed, testset): fine-tuned models only."""
+    return [
+        (arch, recipe, paradigm, seed, testset)
+        for arch, recipe, paradigm, seed in runs()
+        if paradigm != "zeroshot"
+        for testset in SHAP_TESTSETS
+    ]
+
+
+def shap_output(job, kind):
+    arch, recipe, paradigm, seed, testset = job
+    return (
+        f"results/shap/{run_dir(arch, recipe, paradigm, seed)}/{testset}.{kind}.parquet"
+    )

@@ -47,6 +47,7 @@ def predict_log_odds(
     prompt: PromptFormat,
     max_length: int,
     batch_size: int,
+    progress: bool = True,
 ) -> np.ndarray:
     """log p(malicious) - log p(legitimate) over the two label words, per message."""
     label_ids = prompt.label_token_ids(tokenizer)
@@ -54,7 +55,7 @@ def predict_log_odds(
     scores = np.empty(len(encoded), dtype=np.float64)
     n_batches = -(-len(encoded) // batch_size)
     for index, batch in tqdm(iter_batches(encoded, batch_size, tokenizer.pad_token_id), total=n_batches,
-                             desc="predict", mininterval=5, file=sys.stderr):
+                             desc="predict", mininterval=5, file=sys.stderr, disable=not progress):
         scores[index] = label_log_odds(answer_logits(model, batch), label_ids).cpu().numpy()
     return scores
 

@@ -1,0 +1,1 @@
+"""Token attribution: SHAP values of the label log-odds, their faithfulness and aggregation."""
