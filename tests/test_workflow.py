@@ -112,6 +112,35 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
 
 
 @pytest.mark.slow
+def test_tiny_study_explains_every_fine_tuned_model_and_checks_the_explanations(tiny_study):
+    faithfulness = pd.read_csv(tiny_study / "results/tables/shap_faithfulness.csv")
+    for column in ("arch", "recipe", "paradigm", "testset", "comprehensiveness", "sufficiency",
+                   "random_comprehensiveness", "random_sufficiency", "cue_precision_at_k", "cue_recall_at_k"):
+        assert column in faithfulness.columns
+    per_testset = faithfulness[faithfulness["testset"] != "all"]
+    assert sorted(zip(per_testset["arch"], per_testset["recipe"], strict=True)) == [
+        ("llama", "generalist"), ("llama", "specialist"), ("mistral", "generalist"), ("mistral", "specialist")]
+    assert (per_testset["testset"] == "credential_phish").all() and (per_testset["paradigm"] == "standard").all()
+    assert (faithfulness["additivity_max_error"] < 1e-6).all()
+    assert (faithfulness["merged_max_log_odds_diff"] < 1e-3).all()
+    messages = pd.read_parquet(tiny_study / "results/shap/llama/generalist/standard/seed0/credential_phish"
+                                            ".messages.parquet")
+    tokens = pd.read_parquet(tiny_study / "results/shap/llama/generalist/standard/seed0/credential_phish"
+                                          ".tokens.parquet")
+    assert 1 <= len(messages) <= 4 and set(messages["category"]) <= {"tp", "fp", "fn", "tn"}
+    for uid, text in zip(messages["uid"], messages["text"], strict=True):
+        own = tokens[tokens["uid"] == uid]
+        assert "".join(own["token"]) == text
+        assert all(text[s:e] == t for t, s, e in zip(own["token"], own["start"], own["end"], strict=True))
+    top = pd.read_csv(tiny_study / "results/tables/shap_top_tokens.csv")
+    assert {"llama", "mistral"} == set(top["arch"]) and {"abs", "signed"} == set(top["ranking"])
+    for stem in ("shap_top_tokens", "shap_faithfulness", "shap_text_heatmaps_llama", "shap_text_heatmaps_mistral"):
+        for ext in ("pdf", "png"):
+            assert (tiny_study / f"results/figures/{stem}.{ext}").stat().st_size > 5000
+    assert "<span" in (tiny_study / "results/report/shap_text_heatmaps_llama.html").read_text()
+
+
+@pytest.mark.slow
 def test_rerun_after_a_complete_run_has_nothing_to_do(tiny_study):
     result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -132,9 +161,28 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
         f"arch=mistral, recipe={r}, paradigm=standard, seed=0" for r in ("generalist", "specialist")
     )
     assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
+    assert sorted(jobs["shap_explain"]) == sorted(f"{w}, testset=credential_phish" for w in jobs["finetune"])
     aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1",
-                  "figure_training_curves", "figure_generalisation_gap", "all"}
-    assert set(jobs) == {"finetune", "predict"} | aggregates
+                  "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
+                  "figure_shap_faithfulness", "figure_shap_heatmaps", "all"}
+    assert set(jobs) == {"finetune", "predict", "shap_explain"} | aggregates
+    assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
+
+
+@pytest.mark.slow
+def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_study):
+    code = tiny_study / "src/gendiag/attribution/faithfulness.py"
+    before = code.stat()
+    try:
+        os.utime(code, (before.st_atime + 60, before.st_mtime + 60))
+        result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
+    finally:
+        os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    assert len(jobs["shap_explain"]) == 4
+    assert set(jobs) == {"shap_explain", "shap_tables", "figure_shap_top_tokens", "figure_shap_faithfulness",
+                         "figure_shap_heatmaps", "all"}
 
 
 @pytest.mark.slow

@@ -8,8 +8,10 @@ per token: `corpus_separation` is the largest difference, within one label, betw
 one corpus's messages that contain the token and the share of the other corpora's; and
 `label_separation` the mean difference between the shares of malicious and legitimate messages
 within corpora that have both labels. `artefact_score` = corpus − label separation; a token is
-flagged when the score reaches the threshold, or when the data audit's identifiability probe
-(a bag-of-words classifier of the corpus) ranks it among a corpus's top features.
+flagged `source_artefact` when the score reaches the threshold. `probe_token` says whether the
+data audit's identifiability probe (a bag-of-words classifier of the corpus) ranks it among a
+corpus's top features: a second opinion that weighs frequency, not only presence, so it is
+reported beside the flag rather than folded into it.
 """
 
 from __future__ import annotations
@@ -130,18 +132,19 @@ def top_tokens(tokens: pd.DataFrame, sources: pd.DataFrame | None, *, top_n: int
             rows.append(chosen.assign(ranking=ranking, rank=np.arange(1, len(chosen) + 1),
                                       **{"class": CLASS_NAMES[int(label)]}))
     columns = MODEL_KEYS + ["class", "ranking", "rank", "token", "mean_abs_shap", "mean_shap", "count",
-                            "messages", "in_cue_share", "artefact_score", "source_artefact"]
+                            "messages", "in_cue_share", "artefact_score", "source_artefact", "probe_token"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.concat(rows, ignore_index=True).rename(columns={"key": "token"}).drop(columns="label")
     if sources is not None and not sources.empty:
         table = table.merge(sources[["arch", "token", "artefact_score", "probe_token"]], on=["arch", "token"],
                             how="left")
-        table["source_artefact"] = (table["artefact_score"] >= artefact_threshold) | table["probe_token"].eq(True)
-        table = table.drop(columns="probe_token")
+        table["source_artefact"] = table["artefact_score"] >= artefact_threshold
+        table["probe_token"] = table["probe_token"].eq(True)
     else:
         table["artefact_score"] = np.nan
         table["source_artefact"] = False
+        table["probe_token"] = False
     return table[columns]
 
 
