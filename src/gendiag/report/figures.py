@@ -638,3 +638,487 @@ def plot_data_audit(
         if stem is not None:
             _save(fig, stem)
         return fig
+
+
+# --- SHAP attributions -------------------------------------------------------------------------
+
+SHAP_MODEL_KEYS = ("arch", "recipe", "paradigm")
+SHAP_CMAP = "RdBu_r"  # red: toward malicious, blue: toward legitimate
+CUE_COLOUR = "#2A9D8F"
+ARTEFACT_COLOUR = "#E9A03B"
+PLAIN_COLOUR = "#A6A6A6"
+_TOKEN_KINDS = {
+    "cue": (CUE_COLOUR, None, "mostly inside planted cues (≥ 50% of its occurrences)"),
+    "artefact": (ARTEFACT_COLOUR, None, "source artefact (tells corpora apart more than labels)"),
+    "both": (CUE_COLOUR, "////", "both: in planted cues and a source artefact"),
+    "plain": (PLAIN_COLOUR, None, "neither"),
+}
+
+
+def token_label(token, width: int = 18) -> str:
+    """A token as a readable label: repr() when it has surrounding whitespace or unprintable
+    characters (so a newline or a space shows) or is punctuation only (so "-" reads as a token),
+    cut to `width` characters with an ellipsis."""
+    text = str(token)
+    if not text or text != text.strip() or not text.isprintable() or not any(ch.isalnum() for ch in text):
+        text = repr(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _token_kind(in_cue_share, source_artefact) -> str:
+    cue = bool(pd.notna(in_cue_share) and float(in_cue_share) >= 0.5)
+    artefact = bool(pd.notna(source_artefact) and bool(source_artefact))
+    return "both" if cue and artefact else "cue" if cue else "artefact" if artefact else "plain"
+
+
+def _model_title(arch: str, recipe: str, paradigm: str, multi_paradigm: bool) -> str:
+    return _run_label([arch, recipe, paradigm] if multi_paradigm else [arch, recipe])
+
+
+def plot_shap_top_tokens(top: pd.DataFrame, stem: str | os.PathLike, *, n: int = 8) -> list[Path]:
+    """The tokens that move each model most, from `aggregate.top_tokens`' "signed" ranking.
+
+    One panel per model (rows: arch; columns: recipe [x paradigm]): the `n` tokens with the
+    highest mean SHAP toward malicious in malicious messages (bars to the right, on top) and the
+    `n` with the most negative mean SHAP in legitimate messages (bars to the left, below). The
+    bar colour says whether a token lies mostly inside planted cues, is a source artefact, or
+    neither.
+    """
+    needed = ["arch", "recipe", "paradigm", "class", "ranking", "rank", "token", "mean_shap", "count",
+              "in_cue_share", "source_artefact"]
+    _require(top, needed, "SHAP top-token table")
+    signed = top[top["ranking"] == "signed"]
+    if signed.empty:
+        raise ValueError("SHAP top-token table has no 'signed' ranking rows; nothing to plot")
+    archs = _unique_in_order(signed["arch"])
+    columns = list(dict.fromkeys(zip(signed["recipe"], signed["paradigm"], strict=True)))
+    multi_paradigm = signed["paradigm"].nunique() > 1
+
+    panels = {}
+    for (arch, recipe, paradigm), group in signed.groupby(list(SHAP_MODEL_KEYS), sort=False):
+        group = group.sort_values("rank", kind="stable")
+        malicious = group[(group["class"] == "malicious") & (group["mean_shap"] > 0)].head(n)
+        legitimate = group[(group["class"] == "legitimate") & (group["mean_shap"] < 0)].head(n)
+        # Top to bottom: most pro-malicious first, most pro-legitimate last.
+        panels[(arch, recipe, paradigm)] = (malicious, legitimate.iloc[::-1])
+    most = max((len(m) + len(g) for m, g in panels.values()), default=0)
+    row_h = 0.6 + 0.19 * max(most, 4)
+    used_kinds: set[str] = set()
+
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(0.3 + 3.5 * len(columns), 0.9 + row_h * len(archs))
+        axes = fig.subplots(len(archs), len(columns), squeeze=False)
+        for i, arch in enumerate(archs):
+            for j, (recipe, paradigm) in enumerate(columns):
+                ax = axes[i, j]
+                ax.set_title(_model_title(arch, recipe, paradigm, multi_paradigm))
+                malicious, legitimate = panels.get((arch, recipe, paradigm), (signed.iloc[:0], signed.iloc[:0]))
+                if malicious.empty and legitimate.empty:
+                    ax.set_axis_off()
+                    ax.text(0.5, 0.5, "no tokens with a signed mean SHAP", ha="center", va="center",
+                            fontsize=8, color="0.4", transform=ax.transAxes)
+                    continue
+                gap = 0.7 if len(malicious) and len(legitimate) else 0.0
+                y_mal = gap + len(legitimate) + np.arange(len(malicious))[::-1]
+                y_leg = np.arange(len(legitimate))[::-1].astype(float)
+                limit = 0.0
+                for frame, ys, side in ((malicious, y_mal, 1), (legitimate, y_leg, -1)):
+                    for row, y in zip(frame.itertuples(index=False), ys, strict=True):
+                        kind = _token_kind(row.in_cue_share, row.source_artefact)
+                        used_kinds.add(kind)
+                        colour, hatch, _ = _TOKEN_KINDS[kind]
+                        ax.barh(y, row.mean_shap, 0.72, color=colour, hatch=hatch, edgecolor="white",
+                                linewidth=0.0)
+                        # The label sits on the empty side of the zero line, next to its bar's root.
+                        ax.annotate(token_label(row.token), (0, y), xytext=(-3 * side, 0),
+                                    textcoords="offset points", ha="right" if side > 0 else "left",
+                                    va="center", fontsize=7.5, family="monospace", parse_math=False)
+                        # The value at the bar's tip: readable even where another bar dwarfs it.
+                        ax.annotate(f"{row.mean_shap:+.2f}".replace("-", "\u2212"), (row.mean_shap, y),
+                                    xytext=(2 * side, 0), textcoords="offset points", fontsize=6.5, color="0.35",
+                                    ha="left" if side > 0 else "right", va="center")
+                        limit = max(limit, abs(float(row.mean_shap)))
+                limit = limit * 1.3 if limit > 0 else 1.0
+                ax.set_xlim(-limit, limit)
+                ax.set_ylim(-0.6, gap + len(legitimate) + len(malicious) - 0.4)
+                ax.axvline(0, color="0.3", linewidth=0.8)
+                if gap:
+                    ax.axhline(len(legitimate) - 0.5 + gap / 2, color="0.85", linewidth=0.6, linestyle="--")
+                ax.set_yticks([])
+                ax.spines["left"].set_visible(False)
+                ax.xaxis.grid(True, color="0.93", linewidth=0.6)
+                ax.set_axisbelow(True)
+                if i == len(archs) - 1:
+                    ax.set_xlabel("mean SHAP (log-odds)\n← legitimate messages  |  malicious messages →",
+                                  fontsize=8)
+        kinds = [k for k in ("cue", "artefact", "both", "plain") if k in used_kinds or k != "both"]
+        handles = [Patch(facecolor=_TOKEN_KINDS[k][0], hatch=_TOKEN_KINDS[k][1], edgecolor="white",
+                         label=_TOKEN_KINDS[k][2]) for k in kinds]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), frameon=False)
+        fig.suptitle(f"Tokens that move each model most (mean SHAP): top {n} toward malicious\n"
+                     f"in malicious messages, top {n} toward legitimate in legitimate messages",
+                     x=0.01, ha="left", fontsize=10)
+        return _save(fig, stem)
+
+
+def plot_shap_faithfulness(curves: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
+    """Erasure curves of SHAP against random token orders, one column per arch.
+
+    Top row: comprehensiveness, the drop in p(predicted class) when the top-k% tokens are deleted
+    (higher is better); bottom row: sufficiency, the drop when only they are kept (lower is
+    better). Lines are the mean over explained messages (all test sets and seeds) with a band of
+    ±1 standard error; SHAP solid, random dashed, one colour per recipe [x paradigm]. The legend
+    of each panel gives the AOPC (mean over the fractions) of SHAP and of random.
+    """
+    needed = ["arch", "recipe", "paradigm", "seed", "testset", "uid", "method", "fraction", "comprehensiveness",
+              "sufficiency"]
+    _require(curves, needed, "SHAP faithfulness curves")
+    metrics = ("comprehensiveness", "sufficiency")
+    archs = _unique_in_order(curves["arch"])
+    line_keys = list(dict.fromkeys(zip(curves["recipe"], curves["paradigm"], strict=True)))
+    multi_paradigm = curves["paradigm"].nunique() > 1
+    colours = recipe_colours(line_keys)
+    fractions = sorted(curves["fraction"].unique())
+    x_of = {f: k for k, f in enumerate(fractions)}
+    stats = (curves.groupby([*SHAP_MODEL_KEYS, "method", "fraction"], sort=False)[list(metrics)]
+             .agg(["mean", "sem", "size"]))
+    messages = curves.drop_duplicates([*SHAP_MODEL_KEYS, "seed", "testset", "uid"])
+    per_model = messages.groupby(list(SHAP_MODEL_KEYS)).size()
+    n_testsets = curves["testset"].nunique()
+    n_seeds = curves["seed"].nunique()
+    styles = {"shap": ("-", "o"), "random": ("--", None)}
+    better = {"comprehensiveness": "higher is better", "sufficiency": "lower is better"}
+    what = {"comprehensiveness": "comprehensiveness\nΔp when top tokens deleted",
+            "sufficiency": "sufficiency\nΔp when only top tokens kept"}
+
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(0.8 + 3.3 * len(archs), 6.2)
+        axes = fig.subplots(2, len(archs), squeeze=False, sharex=True)
+        legend_rows = 0
+        for j, arch in enumerate(archs):
+            for i, metric in enumerate(metrics):
+                ax = axes[i, j]
+                handles = []
+                for key in line_keys:
+                    aopc = {}
+                    for method in ("shap", "random"):
+                        index = (arch, *key, method)
+                        try:
+                            run = stats.loc[index].sort_index()
+                        except KeyError:
+                            continue
+                        x = np.array([x_of[f] for f in run.index])
+                        mean = run[(metric, "mean")].to_numpy(dtype=np.float64)
+                        sem = np.nan_to_num(run[(metric, "sem")].to_numpy(dtype=np.float64))
+                        linestyle, marker = styles[method]
+                        ax.plot(x, mean, color=colours[key], linestyle=linestyle, marker=marker, markersize=3.5,
+                                linewidth=1.5 if method == "shap" else 1.1)
+                        ax.fill_between(x, mean - sem, mean + sem, color=colours[key],
+                                        alpha=0.16 if method == "shap" else 0.08, linewidth=0)
+                        aopc[method] = float(np.mean(mean))
+                    if "shap" not in aopc:
+                        continue
+                    label = _run_label(key if multi_paradigm else key[:1])
+                    n_msg = int(per_model.get((arch, *key), 0))
+                    note = f"AOPC {aopc['shap']:.2f}" + (f" (random {aopc['random']:.2f})" if "random" in aopc else "")
+                    handles.append(Line2D([], [], color=colours[key], linewidth=1.5, marker="o", markersize=3.5,
+                                          label=f"{label} (n={n_msg}): {note}"))
+                if not handles:
+                    ax.text(0.5, 0.5, "no curves", ha="center", va="center", color="0.4", transform=ax.transAxes)
+                else:  # in headroom kept free for it below
+                    ax.legend(handles=handles, loc="upper left", fontsize=7, frameon=False, handlelength=1.6,
+                              borderaxespad=0.3)
+                legend_rows = max(legend_rows, len(handles))
+                ax.axhline(0, color="0.6", linewidth=0.6)
+                ax.grid(True, color="0.93", linewidth=0.6)
+                ax.set_axisbelow(True)
+                if i == 0:
+                    ax.set_title(arch)
+                if j == 0:
+                    ax.set_ylabel(f"{what[metric]}\n({better[metric]})")
+                if i == 1:
+                    ax.set_xlabel("share of the message's tokens (top-k by attribution)")
+                ax.set_xticks(range(len(fractions)))
+                ax.set_xticklabels([f"{f:.0%}" if f >= 0.01 else f"{f:.1%}" for f in fractions])
+        for i in range(2):  # one y scale per metric, so the archs compare at a glance; the legend above the lines
+            lows, highs = zip(*(axes[i, j].get_ylim() for j in range(len(archs))), strict=True)
+            low, high = min(lows), max(highs)
+            for j in range(len(archs)):
+                axes[i, j].set_ylim(low, high + (high - low) * (0.04 + 0.085 * legend_rows))
+        handles = [
+            Line2D([], [], color="0.3", linestyle="-", marker="o", markersize=3.5, linewidth=1.5,
+                   label="SHAP order"),
+            Line2D([], [], color="0.3", linestyle="--", linewidth=1.1, label="random order (mean of repeats)"),
+            Patch(facecolor="0.3", alpha=0.2, label="±1 standard error over messages"),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        pooled = (f"{n_testsets} test set{'s' if n_testsets > 1 else ''}"
+                  + (f", {n_seeds} seeds" if n_seeds > 1 else ""))
+        fig.suptitle(f"Faithfulness of SHAP vs random token orders\nerasure curves, mean over the messages of {pooled};"
+                     " AOPC = mean over the fractions", x=0.01, ha="left", fontsize=10)
+        return _save(fig, stem)
+
+
+def _cue_testsets(messages: pd.DataFrame) -> pd.Series:
+    """Per message: whether its test set has planted-cue ground truth (some message has a cue score)."""
+    scores = [c for c in ("cue_precision", "cue_recall") if c in messages.columns]
+    if not scores:
+        return pd.Series(False, index=messages.index)
+    scored = messages[scores].notna().any(axis=1)
+    if "testset" not in messages.columns:
+        return pd.Series(bool(scored.any()), index=messages.index)
+    with_cues = set(messages.loc[scored, "testset"])
+    return messages["testset"].isin(with_cues)
+
+
+def heatmap_messages(messages: pd.DataFrame, n: int = 2) -> pd.DataFrame:
+    """The messages a text heatmap shows: `n` per model (arch, recipe, paradigm), chosen deterministically.
+
+    Test sets with planted-cue ground truth come first. The first message is the true positive
+    with the highest f(x); the next an error (the fn or fp with the largest |f(x)|), or, without
+    errors, the most confident true negative; further ones continue the cycle (tp, error, tn).
+    A category that has no message left gives its turn to the next. Rows keep the model order of
+    `messages`.
+    """
+    _require(messages, ["uid", "category", "f_x"], "SHAP message table")
+    frame = messages.reset_index(drop=True)
+    ties = [c for c in ("testset", "seed", "uid") if c in frame.columns]
+    frame = frame.assign(_nocue=~_cue_testsets(frame), _err=frame["category"].isin(["fn", "fp"]))
+    keys = [k for k in SHAP_MODEL_KEYS if k in frame.columns]
+    groups = frame.groupby(keys, sort=False) if keys else [((), frame)]
+    chosen: list[int] = []
+    for _, group in groups:
+        queues = {
+            "tp": group[group["category"] == "tp"].assign(_conf=lambda g: -g["f_x"]),
+            "error": group[group["_err"]].assign(_conf=lambda g: -g["f_x"].abs()),
+            "tn": group[group["category"] == "tn"].assign(_conf=lambda g: g["f_x"]),
+        }
+        order = {name: list(q.sort_values(["_nocue", "_conf", *ties], kind="stable").index)
+                 for name, q in queues.items()}
+        cycle = itertools.cycle(order)
+        picked: list[int] = []
+        while len(picked) < n and any(order.values()):
+            name = next(cycle)
+            if order[name]:
+                picked.append(order[name].pop(0))
+        chosen.extend(picked)
+    return frame.loc[chosen].drop(columns=["_nocue", "_err"]).reset_index(drop=True)
+
+
+def shap_norm() -> mpl.colors.Normalize:
+    """Colour norm of SHAP values divided by the message's largest |SHAP|: a signed square root,
+    so that the tokens behind one dominant token still show."""
+    return mpl.colors.FuncNorm((lambda x: np.sign(x) * np.sqrt(np.abs(x)), lambda y: np.sign(y) * y ** 2),
+                               vmin=-1.0, vmax=1.0)
+
+
+def shap_scale(values: np.ndarray) -> float:
+    """The largest |SHAP| of a message's features: its colour scale runs from minus to plus this."""
+    values = np.abs(np.asarray(values, dtype=np.float64))
+    values = values[np.isfinite(values)]
+    top = float(values.max()) if len(values) else 0.0
+    return top if top > 0 else 1.0
+
+
+def message_tokens(tokens: pd.DataFrame, message: pd.Series | dict) -> pd.DataFrame:
+    """The token rows of one message (matched on uid and whichever of arch, recipe, paradigm,
+    seed and testset both frames carry), in position order, with `feature` and `in_cue` filled in."""
+    keys = [k for k in (*SHAP_MODEL_KEYS, "seed", "testset") if k in tokens.columns and k in message]
+    mask = tokens["uid"] == message["uid"]
+    for k in keys:
+        mask &= tokens[k] == message[k]
+    own = tokens[mask].sort_values("position", kind="stable") if "position" in tokens.columns else tokens[mask]
+    return _with_features(own)
+
+
+def _with_features(own: pd.DataFrame) -> pd.DataFrame:
+    own = own.copy()
+    if "feature" not in own.columns:
+        own["feature"] = (~own["special"].astype(bool)) & (own["token"].astype(str).str.strip().str.len() > 0)
+    own["feature"] = own["feature"].astype(bool)
+    cue = own["in_cue"] if "in_cue" in own.columns else pd.Series(pd.NA, index=own.index)
+    own["in_cue"] = cue.astype("boolean").fillna(False).astype(bool)
+    return own
+
+
+def _wrap_ranges(text: str, width: int) -> list[tuple[int, int]]:
+    """(start, end) character ranges of the display lines: the text's own lines, each wrapped at
+    `width` after a space where there is one; newlines belong to no line."""
+    lines = []
+    pos = 0
+    for hard in text.split("\n"):
+        start, end = pos, pos + len(hard)
+        while end - start > width:
+            space = text.rfind(" ", start, start + width)
+            cut = space + 1 if space > start else start + width
+            lines.append((start, cut))
+            start = cut
+        lines.append((start, end))
+        pos = end + 1
+    while len(lines) > 1 and not text[lines[-1][0]:lines[-1][1]].strip():
+        lines.pop()
+    return lines
+
+
+def _display_text(text: str) -> str:
+    """One display character per character: tabs and other controls as spaces, characters outside
+    the basic plane (emoji, which the fonts lack) as U+FFFD, so offsets still point into it."""
+    return "".join(" " if (not ch.isprintable() and ch != "\n") else "\ufffd" if ord(ch) > 0xFFFF else ch
+                   for ch in text)
+
+
+def _line_pieces(lines: list[tuple[int, int]], start: int, end: int):
+    """(line, column, length) of the parts of [start, end) on each display line."""
+    for k, (ls, le) in enumerate(lines):
+        lo, hi = max(start, ls), min(end, le)
+        if hi > lo:
+            yield k, lo - ls, hi - lo
+
+
+def _draw_message(ax, text: str, own: pd.DataFrame, cmap, width: int, max_lines: int, fontsize: float) -> int:
+    """Text heatmap of one message on `ax`, whose data units are characters (x) and lines (y).
+    Returns the number of display lines not shown."""
+    from gendiag.attribution.faithfulness import core_span
+
+    shown = _display_text(text)
+    lines = _wrap_ranges(shown, width)
+    hidden = max(0, len(lines) - max_lines)
+    lines = lines[:max_lines]
+    norm = shap_norm()
+    features = own[own["feature"]]
+    scale = shap_scale(features["shap"].to_numpy())
+    covered = np.zeros(len(shown), dtype=bool)
+    text_kw = {"family": "monospace", "fontsize": fontsize, "va": "center", "ha": "left", "parse_math": False}
+    for row in features.itertuples(index=False):
+        start, end = core_span(str(row.token), int(row.start), int(row.end))
+        start, end = max(start, 0), min(end, len(shown))
+        if end <= start:
+            continue
+        covered[start:end] = True
+        value = float(row.shap) / scale
+        colour = cmap(norm(value))
+        ink = _ink_on(cmap, norm, value)
+        for line, col, length in _line_pieces(lines, start, end):
+            ax.add_patch(Rectangle((col, line + 0.04), length, 0.92, facecolor=colour, edgecolor="none"))
+            first = lines[line][0] + col
+            ax.text(col, line + 0.5, shown[first:first + length], color=ink, **text_kw)
+            if row.in_cue:
+                ax.plot([col, col + length], [line + 0.97, line + 0.97], color="black", linewidth=1.1,
+                        solid_capstyle="butt")
+    for k, (ls, le) in enumerate(lines):  # whatever no feature token covers (should be only whitespace)
+        col = ls
+        while col < le:
+            if covered[col] or not shown[col].strip():
+                col += 1
+                continue
+            run = col
+            while run < le and not covered[run] and shown[run].strip():
+                run += 1
+            ax.text(col - ls, k + 0.5, shown[col:run], color="black", **text_kw)
+            col = run
+    return hidden
+
+
+def _mono_char_width(fig: Figure, fontsize: float) -> float:
+    """Advance width in inches of one character of the monospace font at `fontsize`."""
+    probe = fig.text(0, 0, "0" * 40, family="monospace", fontsize=fontsize)
+    width = probe.get_window_extent(fig.canvas.get_renderer()).width / 40 / fig.dpi
+    probe.remove()
+    return width
+
+
+def plot_shap_text_heatmaps(
+    messages: pd.DataFrame,
+    tokens: pd.DataFrame,
+    stem: str | os.PathLike,
+    n_messages: int = 2,
+    *,
+    width: int = 95,
+    max_lines: int = 18,
+) -> list[Path]:
+    """Messages as text with each token's background coloured by its SHAP value.
+
+    Meant for one arch: one row per model (recipe [x paradigm]), `n_messages` messages per row as
+    `heatmap_messages` picks them. Each message's colours are scaled by its own largest |SHAP|
+    (red: toward malicious, blue: toward legitimate); tokens inside planted cue spans are
+    underlined. Text wraps at `width` characters keeping its line breaks; at most `max_lines`
+    lines are shown.
+    """
+    _require(messages, ["uid", "category", "f_x", "base_value", "text"], "SHAP message table")
+    _require(tokens, ["uid", "token", "start", "end", "shap", "special"], "SHAP token table")
+    picked = heatmap_messages(messages, n_messages)
+    if picked.empty:
+        raise ValueError("no message to show: the SHAP message table has no tp, fp, fn or tn rows")
+    keys = [k for k in SHAP_MODEL_KEYS if k in picked.columns]
+    models = list(dict.fromkeys(tuple(r) for r in picked[keys].itertuples(index=False))) if keys else [()]
+    multi_paradigm = "paradigm" in picked.columns and picked["paradigm"].nunique() > 1
+    multi_seed = "seed" in picked.columns and picked["seed"].nunique() > 1
+    cmap = mpl.colormaps[SHAP_CMAP]
+    fontsize = 7.0
+
+    rows = []  # per model: [(message row, tokens, display lines, hidden lines)]
+    for model in models:
+        mine = picked
+        for k, v in zip(keys, model, strict=True):
+            mine = mine[mine[k] == v]
+        entries = []
+        for _, message in mine.iterrows():
+            n_lines = len(_wrap_ranges(_display_text(str(message["text"])), width))
+            entries.append((message, message_tokens(tokens, message), min(n_lines, max_lines)))
+        rows.append((model, entries))
+
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(1.0, 1.0)
+        fig.set_layout_engine("none")
+        char_w = _mono_char_width(fig, fontsize)
+        line_h = fontsize * 1.5 / 72
+        text_w = width * char_w
+        title_h, note_h, gap_x, gap_y, top_h, bottom_h, margin = 0.42, 0.2, 0.35, 0.22, 0.5, 0.6, 0.1
+        row_heights = [title_h + max((e[2] for e in entries), default=1) * line_h + note_h for _, entries in rows]
+        fig_w = 2 * margin + n_messages * text_w + (n_messages - 1) * gap_x
+        fig_h = top_h + sum(row_heights) + gap_y * (len(rows) - 1) + bottom_h
+        fig.set_size_inches(fig_w, fig_h)
+
+        def box(left: float, top: float, w: float, h: float) -> list[float]:  # inches from the top left
+            return [left / fig_w, 1 - (top + h) / fig_h, w / fig_w, h / fig_h]
+
+        y = top_h
+        for (model, entries), row_h in zip(rows, row_heights, strict=True):
+            for k, (message, own, n_lines) in enumerate(entries):
+                ax = fig.add_axes(box(margin + k * (text_w + gap_x), y + title_h, text_w, n_lines * line_h))
+                ax.set_xlim(0, width)
+                ax.set_ylim(n_lines, 0)
+                ax.set_axis_off()
+                hidden = _draw_message(ax, str(message["text"]), own, cmap, width, n_lines, fontsize)
+                scale = shap_scale(own.loc[own["feature"], "shap"].to_numpy())
+                name = _model_title(*model, multi_paradigm) if len(model) == 3 else _run_label(model)
+                if multi_seed:
+                    name += f" · seed {message['seed']}"
+                where = f" — {message['testset']}" if "testset" in message else ""
+                label = f" (label {int(message['label'])})" if "label" in message and pd.notna(message["label"]) else ""
+                ax.set_title(
+                    f"{name}{where} · {message['uid']}\n"
+                    f"{message['category']}{label} · f(x) = {float(message['f_x']):+.2f} · base value "
+                    f"{float(message['base_value']):+.2f} · max |SHAP| {scale:.2f}",
+                    loc="left", fontsize=8, pad=4, parse_math=False)
+                if hidden:
+                    ax.text(0, n_lines + 0.35, f"… {hidden} more line{'s' if hidden > 1 else ''} not shown",
+                            fontsize=7, color="0.4", style="italic", va="top", ha="left")
+            if not entries:
+                fig.text(margin / fig_w, 1 - (y + title_h) / fig_h, f"{_run_label(model)}: no message",
+                         fontsize=8, color="0.4")
+            y += row_h + gap_y
+
+        bar_w = min(3.2, fig_w - 2 * margin)
+        cax = fig.add_axes(box((fig_w - bar_w) / 2, fig_h - bottom_h + 0.18, bar_w, 0.11))
+        colorbar = fig.colorbar(mpl.cm.ScalarMappable(norm=shap_norm(), cmap=cmap), cax=cax,
+                                orientation="horizontal")
+        colorbar.set_ticks([-1, -0.5, -0.1, 0, 0.1, 0.5, 1])
+        colorbar.set_label("SHAP / the message's max |SHAP| (square-root colour scale)\n"
+                           "← toward legitimate  |  toward malicious →", fontsize=8)
+        colorbar.outline.set_visible(False)
+        fig.suptitle("SHAP token attributions on example messages\n"
+                     "red: toward malicious, blue: toward legitimate, scaled per message by its max |SHAP|;"
+                     " underlined: inside a planted cue span", x=margin / fig_w, y=1 - 0.06 / fig_h,
+                     ha="left", va="top", fontsize=9)
+        return _save(fig, stem)
