@@ -263,3 +263,21 @@ def test_faithfulness_table_has_the_issue_columns_and_a_row_per_model_over_all_t
     assert overall["n_messages"] == 3 and overall["comprehensiveness"] == pytest.approx(0.5)
     assert overall["comprehensiveness_ratio"] == pytest.approx(0.5 / 0.2)
     assert table[table["testset"] == "a"].iloc[0]["cue_precision_at_k"] == 1.0
+
+
+def test_log_odds_function_runs_each_distinct_text_once_per_message(micro_bases, tokenizer):
+    from gendiag.evaluate.predict import predict_log_odds
+    from gendiag.models.merge import load_merged
+
+    model = load_merged(micro_bases["llama"], "llama", None, QUANT, CPU, torch.float32)
+    function = LogOddsFunction(model, tokenizer, PromptFormat(), 128, 2)
+    texts = ["verify your account", "see you at lunch", "verify your account", "a third one"]
+    values = function(texts)
+    assert function.rows == 4 and function.evaluated == 3
+    expected = predict_log_odds(model, tokenizer, texts, PromptFormat(), 128, 4, progress=False)
+    np.testing.assert_allclose(values, expected, atol=1e-5)
+    function(texts[:2])
+    assert function.evaluated == 3
+    function.forget()
+    function(texts[:2])
+    assert function.evaluated == 5

@@ -70,7 +70,7 @@ rule shap_tables:
     input:
         tokens=[shap_output(job, "tokens") for job in shap_jobs()],
         messages=[shap_output(job, "messages") for job in shap_jobs()],
-        sources=expand("results/shap/{arch}/token_sources.parquet", arch=MODELS),
+        sources=expand("results/shap/{arch}/token_sources.parquet", arch=sorted(MODELS)),
         code=library("attribution.__init__", "attribution.aggregate", "report.tables"),
     output:
         top=report(
@@ -100,7 +100,7 @@ rule shap_tables:
         runtime=30,
     params:
         jobs=shap_jobs(),
-        source_archs=MODELS,
+        source_archs=sorted(MODELS),
         shap={
             k: config["shap"][k]
             for k in ("top_tokens", "min_token_count", "artefact_threshold", "cue_k")

@@ -212,6 +212,7 @@ SHAP_JOB_KEYS = (
     "sample",
     "max_evals",
     "batch_size",
+    "forward_batch_size",
     "fractions",
     "random_repeats",
     "cue_k",
@@ -221,13 +222,16 @@ SHAP_TESTSETS = config["shap"]["testsets"] or TESTSETS
 
 
 def shap_jobs():
-    """Every explained (arch, recipe, paradigm, seed, testset): fine-tuned models only."""
-    return [
+    """Every explained (arch, recipe, paradigm, seed, testset): fine-tuned models only.
+
+    Sorted, because rules take the list as params: reordering the config must not rerun them.
+    """
+    return sorted(
         (arch, recipe, paradigm, seed, testset)
         for arch, recipe, paradigm, seed in runs()
         if paradigm != "zeroshot"
         for testset in SHAP_TESTSETS
-    ]
+    )
 
 
 def shap_output(job, kind):

@@ -21,7 +21,7 @@ max_length = int(smk.params.prompt["max_length"])
 
 model = load_merged(smk.input.base, smk.params.family, smk.input.adapter, dict(smk.params.quantization), device, dtype)
 tokenizer = load_tokenizer(smk.input.base)
-function = LogOddsFunction(model, tokenizer, prompt, max_length, int(settings["batch_size"]))
+function = LogOddsFunction(model, tokenizer, prompt, max_length, int(settings["forward_batch_size"]))
 tokens, messages, curves = attribute_testset(function, tokenizer, prompt, pd.read_parquet(smk.input.testset),
                                              pd.read_parquet(smk.input.predictions), settings, max_length)
 log.info("%d messages, %d model rows; comprehensiveness %.3f (random %.3f), additivity max error %.2e,"

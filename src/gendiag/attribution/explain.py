@@ -92,7 +92,14 @@ def visible_text(text: str, tokenizer: PreTrainedTokenizerBase, prompt: PromptFo
 
 @dataclass
 class LogOddsFunction:
-    """f(list of messages) -> log-odds of "malicious", batched; counts what it evaluates."""
+    """f(list of messages) -> log-odds of "malicious", batched; counts what it evaluates.
+
+    `batch_size` is the model's batch: shap hands over many masked messages per call, and these
+    are run in length-sorted batches of this size (on a CPU small batches pad less; on a GPU larger
+    ones fill it). Within one message's explanation different masks often give the same text (a
+    masked run collapses to one mask token; masking only whitespace changes nothing), so each
+    distinct text is run once (`forget` clears the memory between messages).
+    """
 
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
@@ -101,13 +108,23 @@ class LogOddsFunction:
     batch_size: int
     calls: int = field(default=0, init=False)
     rows: int = field(default=0, init=False)
+    evaluated: int = field(default=0, init=False)
+    _memory: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, texts: Sequence[str] | np.ndarray) -> np.ndarray:
         texts = [str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
         self.calls += 1
         self.rows += len(texts)
-        return predict_log_odds(self.model, self.tokenizer, texts, self.prompt, self.max_length,
-                                self.batch_size, progress=False)
+        new = list(dict.fromkeys(t for t in texts if t not in self._memory))
+        if new:
+            scores = predict_log_odds(self.model, self.tokenizer, new, self.prompt, self.max_length,
+                                      self.batch_size, progress=False)
+            self._memory.update(zip(new, scores.tolist(), strict=True))
+            self.evaluated += len(new)
+        return np.array([self._memory[t] for t in texts], dtype=np.float64)
+
+    def forget(self) -> None:
+        self._memory.clear()
 
 
 def confusion_category(label: int, pred: int) -> str:
@@ -158,6 +175,8 @@ def explain_messages(
         if len(segments) - masker.keep_prefix - masker.keep_suffix < 2:
             # shap's partition tree needs two tokens to split; one token's value is f(x) - f(empty).
             raise ValueError(f"message {uid} has fewer than 2 tokens; SHAP cannot partition it")
+        if hasattr(function, "forget"):
+            function.forget()
         explanation = explainer([text], max_evals=max_evals, batch_size=batch_size, silent=True)
         values = np.asarray(explanation.values[0], dtype=np.float64).reshape(-1)
         base_value = float(np.asarray(explanation.base_values[0]).reshape(-1)[0])
@@ -173,7 +192,9 @@ def explain_messages(
                          "additivity_error": abs(values.sum() + base_value - f_x), "n_tokens": len(values)})
         if n % progress_every == 0 or n == len(texts):
             elapsed = time.monotonic() - started
-            log.info("explained %d/%d messages (%.2f s/message)", n, len(texts), elapsed / n)
+            log.info("explained %d/%d messages (%.2f s/message%s)", n, len(texts), elapsed / n,
+                     f", {function.evaluated} of {function.rows} masked texts distinct"
+                     if hasattr(function, "evaluated") else "")
     tokens = pd.concat(token_frames, ignore_index=True) if token_frames else pd.DataFrame(
         columns=list(TOKEN_COLUMNS))
     return tokens, pd.DataFrame(messages)
