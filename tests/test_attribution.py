@@ -243,7 +243,7 @@ def test_top_tokens_rank_by_absolute_and_signed_value_per_class():
     flagged = top[top["token"] == "meeting"].groupby("arch")["source_artefact"].all()
     assert flagged["llama"] and not flagged["gemma2"]
     assert mal[mal["token"] == "account"]["in_cue_share"].iloc[0] == 1.0
-    compared = comparisons(tokens, top, top_n=2)
+    compared = comparisons(tokens, top)
     assert set(compared["comparison"]) == {"architecture", "recipe"}
     assert (compared["jaccard_top"] == 1.0).all()
 

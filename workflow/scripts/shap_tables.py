@@ -18,7 +18,7 @@ sources = pd.concat([pd.read_parquet(path).assign(arch=arch) for path, arch in
 
 top = top_tokens(tokens, sources, top_n=int(settings["top_tokens"]), min_count=int(settings["min_token_count"]),
                  artefact_threshold=float(settings["artefact_threshold"]))
-compared = comparisons(tokens, top, top_n=int(settings["top_tokens"]))
+compared = comparisons(tokens, top)
 faithful = faithfulness_table(messages, int(settings["cue_k"]))
 log.info("faithfulness:\n%s", faithful.to_string(index=False))
 write_table(top, smk.output.top[0].removesuffix(".csv"), caption="Top SHAP tokens per model and class",

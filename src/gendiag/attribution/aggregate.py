@@ -23,7 +23,6 @@ import pandas as pd
 from scipy import sparse
 from scipy.stats import spearmanr
 
-RUN_KEYS = ["arch", "recipe", "paradigm", "seed"]
 MODEL_KEYS = ["arch", "recipe", "paradigm"]
 CLASS_NAMES = {0: "legitimate", 1: "malicious"}
 FAITHFULNESS_COLUMNS = [
@@ -152,12 +151,12 @@ def _pairs(values: Sequence[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
 
 
-def comparisons(tokens: pd.DataFrame, top: pd.DataFrame, *, top_n: int) -> pd.DataFrame:
+def comparisons(tokens: pd.DataFrame, top: pd.DataFrame) -> pd.DataFrame:
     """How much two models' explanations agree: across architectures (same recipe) and across
     recipes (same architecture), per paradigm and class.
 
-    jaccard_top: overlap of the two top-n |SHAP| token sets; rank_corr: Spearman correlation of
-    mean SHAP over the tokens both models saw; artefact/cue share: of each model's top-n tokens.
+    jaccard_top: overlap of the two top |SHAP| token sets (as listed in `top`); rank_corr: Spearman correlation of
+    mean SHAP over the tokens both models saw; artefact/cue share: of each model's top tokens.
     """
     frame = tokens.assign(key=token_key(tokens["token"]))
     frame = frame[frame["key"] != ""]
