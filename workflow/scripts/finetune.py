@@ -7,7 +7,7 @@ import torch
 
 from gendiag.finetune.qlora import LoraSettings, Preempted, TrainSettings, finetune
 from gendiag.io import atomic_path, setup_logging, write_csv, write_json
-from gendiag.models.loading import resolve_device, resolve_dtype
+from gendiag.models.loading import resolve_compute
 from gendiag.prompts import PromptFormat
 
 smk = snakemake  # noqa: F821
@@ -22,8 +22,7 @@ settings = TrainSettings(
     seed=int(smk.wildcards.seed),
     quantization=dict(training["quantization"]),
 )
-device = resolve_device(smk.params.compute["device"])
-dtype = resolve_dtype(smk.params.compute["dtype"], device)
+device, dtype = resolve_compute(smk.params.compute)
 
 try:
     with atomic_path(smk.output.adapter) as adapter_tmp:

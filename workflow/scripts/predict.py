@@ -5,14 +5,13 @@ import torch
 
 from gendiag.evaluate.predict import load_for_prediction, predict_log_odds, prediction_table
 from gendiag.io import setup_logging, write_parquet
-from gendiag.models.loading import load_tokenizer, resolve_device, resolve_dtype
+from gendiag.models.loading import load_tokenizer, resolve_compute
 from gendiag.prompts import PromptFormat
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 torch.set_num_threads(smk.threads)
-device = resolve_device(smk.params.compute["device"])
-dtype = resolve_dtype(smk.params.compute["dtype"], device)
+device, dtype = resolve_compute(smk.params.compute)
 prompt = PromptFormat.from_config(smk.params.prompt)
 evaluation = dict(smk.params.evaluation)
 

@@ -6,15 +6,14 @@ import torch
 from gendiag.attribution.explain import LogOddsFunction
 from gendiag.attribution.study import attribute_testset
 from gendiag.io import setup_logging, write_parquet
-from gendiag.models.loading import load_tokenizer, resolve_device, resolve_dtype
+from gendiag.models.loading import load_tokenizer, resolve_compute
 from gendiag.models.merge import load_merged
 from gendiag.prompts import PromptFormat
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 torch.set_num_threads(smk.threads)
-device = resolve_device(smk.params.compute["device"])
-dtype = resolve_dtype(smk.params.compute["dtype"], device)
+device, dtype = resolve_compute(smk.params.compute)
 prompt = PromptFormat.from_config(smk.params.prompt)
 settings = dict(smk.params.shap)
 max_length = int(smk.params.prompt["max_length"])

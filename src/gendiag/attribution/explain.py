@@ -28,6 +28,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from gendiag.evaluate.predict import predict_log_odds
+from gendiag.models.inputs import message_budget
 from gendiag.prompts import PromptFormat
 
 log = logging.getLogger("gendiag.attribution")
@@ -80,10 +81,7 @@ def token_segments(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[list[
 
 def visible_text(text: str, tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int) -> str:
     """The part of a message the prompt keeps (`encode_prompts` cuts the message to a token budget)."""
-    special = tokenizer("", add_special_tokens=True)["input_ids"]
-    fixed = len(special) + sum(len(tokenizer(part, add_special_tokens=False)["input_ids"])
-                               for part in (prompt.prefix, prompt.suffix))
-    budget = max_length - fixed
+    budget = message_budget(tokenizer, prompt, max_length)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if len(encoded["input_ids"]) <= budget:
         return text
@@ -106,14 +104,12 @@ class LogOddsFunction:
     prompt: PromptFormat
     max_length: int
     batch_size: int
-    calls: int = field(default=0, init=False)
     rows: int = field(default=0, init=False)
     evaluated: int = field(default=0, init=False)
     _memory: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, texts: Sequence[str] | np.ndarray) -> np.ndarray:
         texts = [str(t) for t in np.asarray(texts, dtype=object).reshape(-1)]
-        self.calls += 1
         self.rows += len(texts)
         new = list(dict.fromkeys(t for t in texts if t not in self._memory))
         if new:

@@ -130,6 +130,11 @@ def core_span(token: str, start: int, end: int) -> tuple[int, int]:
     return start + len(token) - len(token.lstrip()), end - (len(token) - len(token.rstrip()))
 
 
+def overlaps_any(core: tuple[int, int], spans: Sequence[dict]) -> bool:
+    """Whether a non-empty character range shares a character with any {start, end} span."""
+    return core[1] > core[0] and any(core[0] < int(s["end"]) and core[1] > int(s["start"]) for s in spans)
+
+
 def cue_recovery(tokens: pd.DataFrame, spans: Sequence[dict], k: int) -> tuple[float, float]:
     """precision@k and recall@k of one message's attributions against its planted cue spans.
 
@@ -143,10 +148,6 @@ def cue_recovery(tokens: pd.DataFrame, spans: Sequence[dict], k: int) -> tuple[f
         return math.nan, math.nan
     top = tokens.iloc[np.argsort(-tokens["shap"].to_numpy(), kind="stable")[: min(k, len(tokens))]]
     cores = [core_span(t, int(s), int(e)) for t, s, e in zip(top["token"], top["start"], top["end"], strict=True)]
-
-    def inside(core: tuple[int, int], span: dict) -> bool:
-        return core[0] < int(span["end"]) and core[1] > int(span["start"])
-
-    precision = float(np.mean([any(inside(c, s) for s in spans) for c in cores]))
-    recall = float(np.mean([any(inside(c, s) for c in cores) for s in spans]))
+    precision = float(np.mean([overlaps_any(c, spans) for c in cores]))
+    recall = float(np.mean([any(overlaps_any(c, [s]) for c in cores) for s in spans]))
     return precision, recall

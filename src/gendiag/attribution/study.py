@@ -11,7 +11,13 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from gendiag.attribution.explain import explain_messages, feature_mask, stratified_sample, visible_text
-from gendiag.attribution.faithfulness import MessageAttribution, core_span, cue_recovery, erasure_faithfulness
+from gendiag.attribution.faithfulness import (
+    MessageAttribution,
+    core_span,
+    cue_recovery,
+    erasure_faithfulness,
+    overlaps_any,
+)
 from gendiag.prompts import PromptFormat
 
 log = logging.getLogger("gendiag.attribution")
@@ -28,11 +34,8 @@ def _cue_spans(row: Mapping) -> list[dict] | None:
 def _in_cue(tokens: pd.DataFrame, spans: list[dict] | None) -> list[bool | None]:
     if spans is None:
         return [None] * len(tokens)
-    flags = []
-    for token, start, end in zip(tokens["token"], tokens["start"], tokens["end"], strict=True):
-        core = core_span(token, int(start), int(end))
-        flags.append(core[1] > core[0] and any(core[0] < s["end"] and core[1] > s["start"] for s in spans))
-    return flags
+    return [overlaps_any(core_span(token, int(start), int(end)), spans)
+            for token, start, end in zip(tokens["token"], tokens["start"], tokens["end"], strict=True)]
 
 
 def attribute_testset(

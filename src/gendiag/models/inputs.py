@@ -16,16 +16,27 @@ from transformers import PreTrainedTokenizerBase
 from gendiag.prompts import PromptFormat
 
 
+def _prompt_parts(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of the special tokens, the prompt before the message and the prompt after it."""
+    return (tokenizer("", add_special_tokens=True)["input_ids"],
+            tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"],
+            tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"])
+
+
+def message_budget(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int) -> int:
+    """How many of a message's tokens fit in a prompt of `max_length` tokens."""
+    budget = max_length - sum(len(part) for part in _prompt_parts(tokenizer, prompt))
+    if budget < 8:
+        raise ValueError(f"max_length {max_length} leaves {budget} tokens for the message; raise it")
+    return budget
+
+
 def encode_prompts(
     texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int
 ) -> list[list[int]]:
     """Token ids of each prompt; long messages are cut so the question at the end always fits."""
-    special = tokenizer("", add_special_tokens=True)["input_ids"]
-    prefix = tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"]
-    suffix = tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"]
-    budget = max_length - len(special) - len(prefix) - len(suffix)
-    if budget < 8:
-        raise ValueError(f"max_length {max_length} leaves {budget} tokens for the message; raise it")
+    special, prefix, suffix = _prompt_parts(tokenizer, prompt)
+    budget = message_budget(tokenizer, prompt, max_length)
     bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return [special + prefix + body[:budget] + suffix for body in bodies]
 

@@ -34,6 +34,12 @@ def resolve_dtype(preference: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[preference]
 
 
+def resolve_compute(compute: dict) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype a model job runs with, from the config's `compute` block."""
+    device = resolve_device(compute.get("device", "auto"))
+    return device, resolve_dtype(compute.get("dtype", "auto"), device)
+
+
 def load_tokenizer(base_dir: str | Path) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     tokenizer.padding_side = "left"
