@@ -23,6 +23,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/circuits.smk"
 include: "workflow/rules/report.smk"
 
 

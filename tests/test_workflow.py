@@ -141,6 +141,37 @@ def test_tiny_study_explains_every_fine_tuned_model_and_checks_the_explanations(
 
 
 @pytest.mark.slow
+def test_tiny_study_opens_up_every_fine_tuned_model(tiny_study):
+    summary = pd.read_csv(tiny_study / "results/tables/circuits_summary.csv")
+    for column in ("arch", "recipe", "paradigm", "n_pairs", "decision_layer", "top_heads",
+                   "attr_vs_act_patching_corr", "cue_position_share", "merge_label_agreement"):
+        assert column in summary.columns
+    assert sorted(zip(summary["arch"], summary["recipe"], strict=True)) == [
+        ("llama", "generalist"), ("llama", "specialist"), ("mistral", "generalist"), ("mistral", "specialist")]
+    # The micro models barely react to one cue: a model no edit moves is reported, not analysed.
+    analysed = summary[summary["n_pairs"] > 0]
+    assert len(analysed) >= 1 and (summary["n_pairs"] <= 2).all()
+    unmoved = summary[summary["n_pairs"] == 0]
+    assert (unmoved["n_dropped_small_effect"] == unmoved["n_candidates"]).all()
+    assert (summary["merge_label_agreement"] >= 0.99).all()
+    assert analysed["cue_position_share"].between(0, 1).all()
+    assert analysed["top_heads"].str.match(r"L\d+H\d+ ").all()
+    pairs = pd.read_csv(tiny_study / "results/tables/circuits_pairs.csv")
+    assert {"testset", "reason", "n"} <= set(pairs.columns) and (pairs["testset"] == "credential_phish").all()
+    first = analysed.iloc[0]
+    run_dir = tiny_study / f"results/circuits/{first['arch']}/{first['recipe']}/standard/seed0"
+    lens, dla = pd.read_parquet(run_dir / "lens.parquet"), pd.read_parquet(run_dir / "dla.parquet")
+    final = lens[lens["point"] == lens["point"].max()].set_index("pair_id")["clean"]
+    assert dla.groupby("pair_id")["clean"].sum().reindex(final.index).to_numpy() == pytest.approx(
+        final.to_numpy(), abs=1e-3)  # direct logit attribution adds up to the lens's last point
+    figures = ["logit_lens", "logit_lens_dla", "patching_resid", "patching_heads", "patching_attribution",
+               "attention_pairs_llama", "attention_pairs_mistral"]
+    for stem in figures:
+        for ext in ("pdf", "png"):
+            assert (tiny_study / f"results/figures/{stem}.{ext}").stat().st_size > 5000
+
+
+@pytest.mark.slow
 def test_rerun_after_a_complete_run_has_nothing_to_do(tiny_study):
     result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -162,11 +193,14 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     )
     assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
     assert sorted(jobs["shap_explain"]) == sorted(f"{w}, testset=credential_phish" for w in jobs["finetune"])
+    assert sorted(jobs["circuits_analyse"]) == sorted(jobs["finetune"])
     aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1",
                   "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
-                  "figure_shap_faithfulness", "figure_shap_heatmaps", "all"}
-    assert set(jobs) == {"finetune", "predict", "shap_explain"} | aggregates
+                  "figure_shap_faithfulness", "figure_shap_heatmaps", "circuits_tables", "figure_circuits",
+                  "figure_attention_pairs", "all"}
+    assert set(jobs) == {"finetune", "predict", "shap_explain", "circuits_analyse"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
+    assert jobs["figure_attention_pairs"] == ["arch=mistral"]
 
 
 @pytest.mark.slow
@@ -184,6 +218,22 @@ def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_stu
     assert len(jobs["shap_explain"]) == 4
     assert set(jobs) == {"shap_explain", "shap_tables", "figure_shap_top_tokens", "figure_shap_faithfulness",
                          "figure_shap_heatmaps", "all"}
+
+
+@pytest.mark.slow
+def test_editing_the_patching_code_reruns_the_circuits_and_nothing_upstream(tiny_study):
+    code = tiny_study / "src/gendiag/circuits/patching.py"
+    original, before = code.read_bytes(), code.stat()
+    try:
+        code.write_bytes(original + b"\n# an edit\n")
+        result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
+    finally:
+        code.write_bytes(original)
+        os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    assert len(jobs["circuits_analyse"]) == 4
+    assert set(jobs) == {"circuits_analyse", "circuits_tables", "figure_circuits", "figure_attention_pairs", "all"}
 
 
 @pytest.mark.slow

@@ -135,9 +135,10 @@ def _cross_references(config: dict) -> list[str]:
         if corpus not in corpora:
             problems.append(f"`evaluation.testsets`: unknown corpus '{corpus}'; defined: {sorted(corpora)}")
     evaluated = config["evaluation"].get("testsets") or sorted(corpora)
-    for testset in config.get("shap", {}).get("testsets") or []:
-        if testset not in evaluated:
-            problems.append(f"`shap.testsets`: '{testset}' is not an evaluated test set; evaluated: {evaluated}")
+    for block in ("shap", "circuits"):
+        for testset in config.get(block, {}).get("testsets") or []:
+            if testset not in evaluated:
+                problems.append(f"`{block}.testsets`: '{testset}' is not an evaluated test set; evaluated: {evaluated}")
     for name, model in config["models"].items():
         if model["source"] == "hub" and not model.get("id"):
             problems.append(f"`models.{name}`: source 'hub' needs `id` (a hub id or a local model directory)")

@@ -204,6 +204,27 @@ def study_outputs():
             f"results/report/shap_text_heatmaps_{arch}.html"
             for arch in sorted({j[0] for j in shap_jobs()})
         ]
+    if circuits_runs():
+        tables += expand(
+            "results/tables/{name}.{ext}",
+            name=["circuits_summary", "circuits_pairs"],
+            ext=["csv", "md", "tex"],
+        )
+        figures += expand(
+            "results/figures/{name}.{ext}",
+            name=[
+                "logit_lens",
+                "logit_lens_dla",
+                "patching_resid",
+                "patching_heads",
+                "patching_attribution",
+            ]
+            + [
+                f"attention_pairs_{arch}"
+                for arch in sorted({run[0] for run in circuits_runs()})
+            ],
+            ext=["pdf", "png"],
+        )
     return tables + figures + reports + audit
 
 
@@ -239,3 +260,35 @@ def shap_output(job, kind):
     return (
         f"results/shap/{run_dir(arch, recipe, paradigm, seed)}/{testset}.{kind}.parquet"
     )
+
+
+CIRCUITS_TESTSETS = config["circuits"]["testsets"] or TESTSETS
+CIRCUITS_TABLES = (
+    "pairs",
+    "drops",
+    "agreement",
+    "lens",
+    "dla",
+    "resid",
+    "heads",
+    "attention",
+)
+
+
+def circuits_runs():
+    """Every fine-tuned model the circuit analysis opens up: (arch, recipe, paradigm, seed), sorted."""
+    return sorted(run for run in runs() if run[2] != "zeroshot")
+
+
+def circuits_output(run, table):
+    return f"results/circuits/{run_dir(*run)}/{table}.parquet"
+
+
+# The per-model circuit tables each circuits figure reads.
+CIRCUIT_FIGURE_TABLES = {
+    "logit_lens": ("lens",),
+    "logit_lens_dla": ("dla",),
+    "patching_resid": ("resid",),
+    "patching_heads": ("heads",),
+    "patching_attribution": ("resid", "heads"),
+}

@@ -1,0 +1,1 @@
+"""Circuit analysis of fine-tuned models with TransformerLens: minimal pairs, logit lens, DLA, patching."""
