@@ -203,18 +203,23 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
 
 
-@pytest.mark.slow
-def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_study):
-    code = tiny_study / "src/gendiag/attribution/faithfulness.py"
+def jobs_after_editing(study: Path, module: str) -> dict[str, list[str]]:
+    """The dry run's jobs after a content edit of `module` (restored afterwards, mtime included)."""
+    code = study / module
     original, before = code.read_bytes(), code.stat()
     try:  # Snakemake compares checksums of small inputs, so only a change of content counts
         code.write_bytes(original + b"\n# an edit\n")
-        result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
+        result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], study, timeout=300)
     finally:
         code.write_bytes(original)
         os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert result.returncode == 0, result.stderr
-    jobs = jobs_by_rule(result.stdout)
+    return jobs_by_rule(result.stdout)
+
+
+@pytest.mark.slow
+def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_study):
+    jobs = jobs_after_editing(tiny_study, "src/gendiag/attribution/faithfulness.py")
     assert len(jobs["shap_explain"]) == 4
     assert set(jobs) == {"shap_explain", "shap_tables", "figure_shap_top_tokens", "figure_shap_faithfulness",
                          "figure_shap_heatmaps", "all"}
@@ -222,16 +227,7 @@ def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_stu
 
 @pytest.mark.slow
 def test_editing_the_patching_code_reruns_the_circuits_and_nothing_upstream(tiny_study):
-    code = tiny_study / "src/gendiag/circuits/patching.py"
-    original, before = code.read_bytes(), code.stat()
-    try:
-        code.write_bytes(original + b"\n# an edit\n")
-        result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
-    finally:
-        code.write_bytes(original)
-        os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert result.returncode == 0, result.stderr
-    jobs = jobs_by_rule(result.stdout)
+    jobs = jobs_after_editing(tiny_study, "src/gendiag/circuits/patching.py")
     assert len(jobs["circuits_analyse"]) == 4
     assert set(jobs) == {"circuits_analyse", "circuits_tables", "figure_circuits", "figure_attention_pairs", "all"}
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from gendiag.circuits.pairs import DROP_COLUMNS, MinimalPair, PairRejected, align_pair
+from gendiag.circuits.pairs import DROP_COLUMNS, MinimalPair, PairRejected, aligned_pair
 from gendiag.data.normalise import EMAIL, URL
 from gendiag.models.inputs import message_budget
 from gendiag.prompts import PromptFormat
@@ -176,13 +176,15 @@ def controlled_edit_pairs(
                 text = "" if pd.isna(row["text"]) else str(row["text"])
                 rng = np.random.default_rng([seed, position, EDIT_KINDS.index(kind)])
                 edit = _EDITS[kind](text, tokenizer, budget, url_form, rng)
-                result = _align_first(edit, tokenizer, prompt, max_length, rng, max_counterparts)
+                identity = {"pair_id": f"{testset_name}:{uid}:{kind}", "testset": testset_name, "uid": uid,
+                            "kind": f"edit_{kind}", "category": edit.category}
+                result = _align_first(edit, tokenizer, prompt, max_length, rng, max_counterparts, identity)
                 if isinstance(result, str):
-                    drops.append({"testset": testset_name, "uid": uid, "kind": f"edit_{kind}",
-                                  "category": edit.category, "reason": result})
+                    drops.append({**{k: identity[k] for k in ("testset", "uid", "kind", "category")},
+                                  "reason": result})
                     continue
                 used.add(uid)
-                pairs.append(_pair(result, edit, testset_name, uid, kind))
+                pairs.append(result)
                 break
     return pairs, pd.DataFrame(drops, columns=DROP_COLUMNS)
 
@@ -205,8 +207,9 @@ def _align_first(
     max_length: int,
     rng: np.random.Generator,
     max_counterparts: int,
-) -> tuple | str:
-    """The first option `align_pair` accepts, as (clean, corrupt, aligned); else the drop reason."""
+    identity: dict,
+) -> MinimalPair | str:
+    """The pair of the first option that aligns (`identity`: its id fields); else the drop reason."""
     if edit.site is None:
         return edit.reason
     if not edit.options:
@@ -218,18 +221,16 @@ def _align_first(
     for index in np.argsort(mismatch, kind="stable")[:max_counterparts]:
         clean_phrase, corrupt_phrase = options[index]
         if mismatch[index]:
-            # Exact, not a guess (see _local_length_mismatch); align_pair cannot say so itself when
-            # the message is cut at the token budget, where both prompts end up the same length.
+            # Exact (see _local_length_mismatch), and cheaper than tokenising both whole messages.
             reason = "token lengths differ"
             continue
         clean, clean_span = edit.site.apply(edit.base, clean_phrase)
         corrupt, corrupt_span = edit.site.apply(edit.base, corrupt_phrase)
         try:
-            aligned = align_pair(tokenizer, prompt, max_length, clean, clean_span, corrupt, corrupt_span)
+            return aligned_pair(tokenizer, prompt, max_length, clean_text=clean, clean_span=clean_span,
+                                corrupt_text=corrupt, corrupt_span=corrupt_span, **identity)
         except PairRejected as rejected:
             reason = str(rejected)
-            continue
-        return (clean, clean_phrase, corrupt, corrupt_phrase), aligned
     return reason
 
 
@@ -254,26 +255,6 @@ def _local_length_mismatch(
     windows = [left + phrase + right for option in options for phrase in option]
     counts = [len(ids) for ids in tokenizer(windows, add_special_tokens=False)["input_ids"]]
     return np.abs(np.array(counts[0::2]) - np.array(counts[1::2]))
-
-
-def _pair(result: tuple, edit: _Edit, testset_name: str, uid: str, kind: str) -> MinimalPair:
-    (clean, clean_phrase, corrupt, corrupt_phrase), (clean_ids, corrupt_ids, edited, start, end) = result
-    return MinimalPair(
-        pair_id=f"{testset_name}:{uid}:{kind}",
-        testset=testset_name,
-        uid=uid,
-        kind=f"edit_{kind}",
-        category=edit.category,
-        clean_text=clean,
-        corrupt_text=corrupt,
-        clean_phrase=clean_phrase,
-        corrupt_phrase=corrupt_phrase,
-        clean_ids=tuple(clean_ids),
-        corrupt_ids=tuple(corrupt_ids),
-        edited_positions=tuple(edited),
-        message_start=start,
-        message_end=end,
-    )
 
 
 def _url_form(texts: pd.Series) -> str:

@@ -23,7 +23,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from gendiag.data.synthetic import cue_spans
-from gendiag.models.inputs import encode_prompts, message_budget
+from gendiag.models.inputs import encode_prompts, message_budget, prompt_parts
 from gendiag.prompts import PromptFormat
 
 # Which benign phrases stand in for a planted cue: decoys of the same shape where the generator
@@ -97,9 +97,8 @@ def align_pair(
     prediction (`encode_prompts`), so a pair is analysed on the tokens the model is evaluated on.
     """
     clean_ids, corrupt_ids = encode_prompts([clean_text, corrupt_text], tokenizer, prompt, max_length)
-    message_start = len(encode_prompts([""], tokenizer, prompt, max_length)[0]) - len(
-        tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"]
-    )
+    special, prefix, suffix = prompt_parts(tokenizer, prompt)
+    message_start = len(special) + len(prefix)
     budget = message_budget(tokenizer, prompt, max_length)
     edited = set()
     encoded = [tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -115,15 +114,50 @@ def align_pair(
         if max(inside) >= budget:
             raise PairRejected("edit beyond the prompt's token budget (max_length)")
         edited.update(message_start + i for i in inside)
-    if len(clean_ids) != len(corrupt_ids):
-        raise PairRejected("token lengths differ")
     differing = {i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids, strict=True)) if a != b}
     if not differing:
         raise PairRejected("the edit leaves the tokens unchanged")
     if not differing <= edited:
         raise PairRejected("tokenisation changed outside the edited span")
-    message_end = len(clean_ids) - len(tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"])
+    message_end = len(clean_ids) - len(suffix)
     return clean_ids, corrupt_ids, sorted(edited), message_start, message_end
+
+
+def aligned_pair(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: PromptFormat,
+    max_length: int,
+    *,
+    pair_id: str,
+    testset: str,
+    uid: str,
+    kind: str,
+    category: str,
+    clean_text: str,
+    clean_span: tuple[int, int],
+    corrupt_text: str,
+    corrupt_span: tuple[int, int],
+) -> MinimalPair:
+    """The pair of two messages edited at the given spans, if `align_pair` accepts it (else PairRejected)."""
+    clean_ids, corrupt_ids, edited, start, end = align_pair(
+        tokenizer, prompt, max_length, clean_text, clean_span, corrupt_text, corrupt_span
+    )
+    return MinimalPair(
+        pair_id=pair_id,
+        testset=testset,
+        uid=uid,
+        kind=kind,
+        category=category,
+        clean_text=clean_text,
+        corrupt_text=corrupt_text,
+        clean_phrase=clean_text[clean_span[0] : clean_span[1]],
+        corrupt_phrase=corrupt_text[corrupt_span[0] : corrupt_span[1]],
+        clean_ids=tuple(clean_ids),
+        corrupt_ids=tuple(corrupt_ids),
+        edited_positions=tuple(edited),
+        message_start=start,
+        message_end=end,
+    )
 
 
 def benign_phrases(testset: pd.DataFrame) -> dict[str, list[str]]:
@@ -183,37 +217,25 @@ def synthetic_cue_pairs(
             text = row["text"]
             corrupt = text[: span["start"]] + replacement + text[span["end"] :]
             try:
-                clean_ids, corrupt_ids, edited, start, end = align_pair(
+                pair = aligned_pair(
                     tokenizer,
                     prompt,
                     max_length,
-                    text,
-                    (span["start"], span["end"]),
-                    corrupt,
-                    (span["start"], span["start"] + len(replacement)),
-                )
-            except PairRejected as rejected:
-                reason = str(rejected)
-                continue
-            used.add(row_index)
-            pairs.append(
-                MinimalPair(
                     pair_id=f"{testset_name}:{row['uid']}:{span['start']}",
                     testset=testset_name,
                     uid=row["uid"],
                     kind="cue_toggle",
                     category=category,
                     clean_text=text,
+                    clean_span=(span["start"], span["end"]),
                     corrupt_text=corrupt,
-                    clean_phrase=text[span["start"] : span["end"]],
-                    corrupt_phrase=replacement,
-                    clean_ids=tuple(clean_ids),
-                    corrupt_ids=tuple(corrupt_ids),
-                    edited_positions=tuple(edited),
-                    message_start=start,
-                    message_end=end,
+                    corrupt_span=(span["start"], span["start"] + len(replacement)),
                 )
-            )
+            except PairRejected as rejected:
+                reason = str(rejected)
+                continue
+            used.add(row_index)
+            pairs.append(pair)
             break
         else:
             drops.append(

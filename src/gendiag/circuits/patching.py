@@ -54,7 +54,7 @@ def _cache_names(model: AnalysedModel) -> set[str]:
     for layer in range(model.n_layers):
         names.update({f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_pattern",
                       f"blocks.{layer}.hook_mlp_out"})
-        if model.attention_output_gain(layer) is not None:
+        if model.quirks.attention_output_norm is not None:
             # TransformerLens's name for Gemma 2's post-attention norm.
             names.add(f"blocks.{layer}.ln1_post.hook_scale")
     return names

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from gendiag.prompts import PromptFormat
 
 
-def _prompt_parts(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> tuple[list[int], list[int], list[int]]:
+def prompt_parts(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> tuple[list[int], list[int], list[int]]:
     """Token ids of the special tokens, the prompt before the message and the prompt after it."""
     return (tokenizer("", add_special_tokens=True)["input_ids"],
             tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"],
@@ -25,7 +25,7 @@ def _prompt_parts(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> t
 
 def message_budget(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int) -> int:
     """How many of a message's tokens fit in a prompt of `max_length` tokens."""
-    budget = max_length - sum(len(part) for part in _prompt_parts(tokenizer, prompt))
+    budget = max_length - sum(len(part) for part in prompt_parts(tokenizer, prompt))
     if budget < 8:
         raise ValueError(f"max_length {max_length} leaves {budget} tokens for the message; raise it")
     return budget
@@ -35,7 +35,7 @@ def encode_prompts(
     texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int
 ) -> list[list[int]]:
     """Token ids of each prompt; long messages are cut so the question at the end always fits."""
-    special, prefix, suffix = _prompt_parts(tokenizer, prompt)
+    special, prefix, suffix = prompt_parts(tokenizer, prompt)
     budget = message_budget(tokenizer, prompt, max_length)
     bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return [special + prefix + body[:budget] + suffix for body in bodies]
