@@ -1,3 +1,12 @@
+# Hub snapshots read the token and cache location from the environment; declaring them passes
+# them on to jobs that run elsewhere. Only the ones that are set: a public model needs neither, and
+# a gated one without HF_TOKEN stops in base_hub with a message that says so.
+if HUB_MODELS:
+
+    envvars:
+        *[name for name in ("HF_TOKEN", "HF_HOME") if name in os.environ],
+
+
 rule base_tiny:
     input:
         splits=expand("results/splits/{corpus}.parquet", corpus=CORPORA),
