@@ -118,7 +118,7 @@ rule figure_circuits:
     wildcard_constraints:
         figure=one_of(list(CIRCUIT_FIGURE_TABLES)),
     conda:
-        "../../envs/report.yaml"
+        "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -157,7 +157,7 @@ rule figure_attention_pairs:
     benchmark:
         "results/benchmarks/figure_attention_pairs/{arch}.tsv"
     conda:
-        "../../envs/report.yaml"
+        "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
