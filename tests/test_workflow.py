@@ -51,6 +51,32 @@ def test_dry_run_of_each_shipped_config(configfile):
         assert len(jobs["download"]) == 11  # six Enron-Spam and five SpamAssassin archives
 
 
+MODEL_RULES = {"base_tiny", "finetune", "predict", "shap_explain", "circuits_analyse"}
+
+
+def test_model_jobs_ask_for_the_configured_gpus_and_no_other_job_asks_for_one():
+    """What the SLURM executor turns into --gpus/--mem/--time, read from the paper study's graph."""
+    result = run(["-n", "--forceall", "--cores", "2", "--configfile", "config/paper.yaml"], REPO, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["compute"]
+    seen = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        resources = re.search(r"resources: (.*)", block)
+        if not match or not resources or match.group(1) == "all":
+            continue
+        rule = match.group(1)
+        values = dict(item.split("=", 1) for item in resources.group(1).split(", "))
+        if rule in MODEL_RULES:
+            seen.add(rule)
+            assert values.get("gpu") == str(paper["gpus"]), (rule, values)
+            assert values["mem_mb"] == str(paper["mem_mb"]) and values["runtime"] == str(paper["runtime"])
+        else:
+            assert values.get("gpu", "0") == "0", f"CPU rule {rule} asks for a GPU: {values}"
+            assert "mem_mb" in values and "runtime" in values, f"rule {rule} declares no mem_mb/runtime: {values}"
+    assert seen == MODEL_RULES - {"base_tiny"}  # the paper study snapshots hub models instead
+
+
 def test_invalid_config_stops_before_any_job(tmp_path):
     bad = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
     bad["training"]["steps"] = -5

@@ -11,6 +11,10 @@ rule download:
         filename=one_of(DOWNLOADS),
     conda:
         "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=120,
     params:
         url=lambda wc: DOWNLOADS[wc.filename]["url"],
         sha256=lambda wc: DOWNLOADS[wc.filename]["sha256"],
