@@ -1,6 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from conftest import REPO
 from gendiag.models import FAMILIES, family_module
 from gendiag.models.inputs import answer_logits, collate_left, encode_prompts
 from gendiag.models.loading import load_causal_lm, load_tokenizer
@@ -74,3 +77,72 @@ def test_offline_hub_download_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises((ConnectionError, FileNotFoundError), match="offline|does not exist"):
         snapshot_pretrained("gendiag-test/does-not-exist", "0" * 40, tmp_path / "x")
+
+
+def _hub_error(kind: str):
+    import httpx2
+    from huggingface_hub import errors
+
+    response = httpx2.Response(403 if kind == "gated" else 404, request=httpx2.Request("GET", "https://hf.co/x"))
+    return {
+        "gated": errors.GatedRepoError("gated", response=response),
+        "missing": errors.RepositoryNotFoundError("missing", response=response),
+        "revision": errors.RevisionNotFoundError("revision", response=response),
+        "offline": errors.LocalEntryNotFoundError("offline"),
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("gated", PermissionError, "is gated: accept its licence on the hub and export HF_TOKEN"),
+        ("missing", FileNotFoundError, "does not exist on the hub"),
+        ("revision", FileNotFoundError, "has no revision 'abc': set `revision` to a commit hash"),
+        ("offline", ConnectionError, "offline .* and not in the cache"),
+    ],
+)
+def test_hub_snapshot_errors_say_what_is_wrong_and_what_to_do(kind, error, message, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from gendiag.models.base import snapshot_pretrained
+
+    def refuse(**kwargs):
+        raise _hub_error(kind)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(error, match=message):
+        snapshot_pretrained("org/model", "abc", tmp_path / "x")
+
+
+def test_hub_snapshot_is_pinned_takes_safetensors_only_and_never_writes_the_token(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from gendiag.models.base import snapshot_pretrained
+
+    calls = []
+
+    def download(*, repo_id, revision, local_dir, allow_patterns, token):
+        calls.append({"revision": revision, "patterns": allow_patterns, "token": token})
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "config.json").write_text("{}")
+        if repo_id == "org/pickled":
+            (Path(local_dir) / "pytorch_model.bin").write_bytes(b"\0")
+        else:
+            (Path(local_dir) / "model.safetensors").write_bytes(b"\0")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value")
+    snapshot_pretrained("org/model", "0" * 40, tmp_path / "ok")
+    assert calls[0]["revision"] == "0" * 40 and calls[0]["token"] == "hf_secret_token_value"
+    assert not any(p.endswith((".bin", ".pt", ".pth", ".ckpt", ".py")) or p == "*" for p in calls[0]["patterns"])
+    for path in (tmp_path / "ok").rglob("*"):
+        if path.is_file():
+            assert b"hf_secret_token_value" not in path.read_bytes(), path
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors weights .* safetensors only"):
+        snapshot_pretrained("org/pickled", "0" * 40, tmp_path / "pickled")
+
+
+def test_no_model_is_ever_loaded_with_remote_code():
+    sources = [p for p in (REPO / "src").rglob("*.py")] + list((REPO / "workflow/scripts").glob("*.py"))
+    offenders = [str(p) for p in sources if "trust_remote_code=True" in p.read_text()]
+    assert not offenders, offenders

@@ -135,7 +135,12 @@ def snapshot_pretrained(model_id: str, revision: str | None, out_dir: str | Path
                     shutil.copy2(item, out_dir / item.name)
         return
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         snapshot_download(
@@ -149,6 +154,11 @@ def snapshot_pretrained(model_id: str, revision: str | None, out_dir: str | Path
         raise PermissionError(
             f"{model_id} is gated: accept its licence on the hub and export HF_TOKEN before running"
         ) from None
+    except RevisionNotFoundError:
+        raise FileNotFoundError(
+            f"{model_id} has no revision {revision!r}: set `revision` to a commit hash listed on the model's"
+            " 'Files and versions' page"
+        ) from None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"{model_id} does not exist on the hub (or HF_TOKEN cannot see it)") from None
     except LocalEntryNotFoundError:
@@ -156,3 +166,8 @@ def snapshot_pretrained(model_id: str, revision: str | None, out_dir: str | Path
             f"cannot download {model_id}@{revision}: offline (HF_HUB_OFFLINE or no network) and not in"
             " the cache; download it on a machine with network access or point `id` at a local directory"
         ) from None
+    if not any(out_dir.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"{model_id}@{revision} has no *.safetensors weights (only pickled ones?); this workflow loads"
+            " safetensors only: pick a revision or a model that ships them"
+        )
