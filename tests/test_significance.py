@@ -526,3 +526,42 @@ def test_verdict_alpha():
 def test_verdict_rejects_bad_input(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         verdict(*args, **kwargs)
+
+
+def test_macro_comparison_of_one_test_set_is_the_paired_comparison():
+    y, p_a, p_b = _two_models(n=200, strength_a=3.0)
+    one = significance.macro_paired_comparison({"only": (y, {0: p_a}, {0: p_b})}, n_resamples=500, seed=3)
+    ref = significance.paired_comparison(y, {0: p_a}, {0: p_b}, n_resamples=500, seed=3)
+    for key in ("effect", "ci_low", "ci_high", "p_value", "metric_a", "metric_b", "n_messages"):
+        assert one[key] == ref[key], key
+    assert one["n_testsets"] == 1
+
+
+def test_macro_comparison_averages_test_sets_equally_and_resamples_within_each():
+    y1, a1, b1 = _two_models(n=400, seed=1, strength_a=3.0)
+    y2, a2, b2 = _two_models(n=60, seed=2, strength_b=3.0)
+    seeds_a = {0: a1, 1: np.clip(a1 + 0.05, 0, 1)}
+    seeds_b = {0: b1, 1: np.clip(b1 - 0.05, 0, 1)}
+    seeds_a2 = {0: a2, 1: np.clip(a2 + 0.05, 0, 1)}
+    seeds_b2 = {0: b2, 1: np.clip(b2 - 0.05, 0, 1)}
+    out = significance.macro_paired_comparison(
+        {"big": (y1, seeds_a, seeds_b), "small": (y2, seeds_a2, seeds_b2)}, n_resamples=400, seed=5
+    )
+    per_set = [significance.paired_comparison(y, a, b, n_resamples=10)["effect"]
+               for y, a, b in ((y1, seeds_a, seeds_b), (y2, seeds_a2, seeds_b2))]
+    assert out["effect"] == pytest.approx(np.mean(per_set), abs=1e-12)  # not weighted by size
+    slow = [
+        np.asarray(_slow_differences(y, np.stack(list(a.values())), np.stack(list(b.values())), "f1", 400, 5 + i))
+        for i, (y, a, b) in enumerate(((y1, seeds_a, seeds_b), (y2, seeds_a2, seeds_b2)))
+    ]
+    low, high = np.quantile((slow[0] + slow[1]) / 2, [0.025, 0.975])
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((low, high), abs=1e-12)
+    assert out["n_messages"] == 460 and out["n_testsets"] == 2 and out["seed_ci_method"] == "paired_t"
+
+
+def test_macro_comparison_needs_the_same_runs_in_every_test_set():
+    y, p_a, p_b = _two_models(n=50)
+    with pytest.raises(ValueError, match="same seeds on each side"):
+        significance.macro_paired_comparison({"x": (y, {0: p_a}, {0: p_b}), "y": (y, {0: p_a, 1: p_a}, {0: p_b})})
+    with pytest.raises(ValueError, match="strata must map at least one test set"):
+        significance.macro_paired_comparison({})

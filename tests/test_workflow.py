@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SHARED_DATA
+from gendiag.evaluate.claims import format_finding
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
@@ -135,6 +136,24 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     assert len(log) == 30 and log["loss"].notna().all()
     assert (tiny_study / "results/finetune/llama/generalist/standard/seed0/adapter/adapter_model.safetensors").exists()
     assert not list((tiny_study / "results").rglob("*.tmp")), "a temporary file was left behind"
+
+
+@pytest.mark.slow
+def test_tiny_study_answers_every_claim_and_writes_the_summary_from_the_numbers(tiny_study):
+    claims = pd.read_csv(tiny_study / "results/tables/claims.csv")
+    for column in ("claim", "arch", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"):
+        assert column in claims.columns
+    # per arch: generalist vs specialist out of / in domain, standard vs zero-shot per recipe (2);
+    # llama vs mistral per recipe and for zero-shot (3)
+    assert len(claims) == 2 * 2 + 2 * 2 + 3
+    assert set(claims["family"]) == {"recipe", "paradigm", "architecture"}
+    assert (claims["p_adjusted"] >= claims["p_value"] - 1e-12).all()
+    assert (claims["ci_low"] <= claims["effect"] + 1e-9).all() and (claims["effect"] <= claims["ci_high"] + 1e-9).all()
+    assert set(claims["verdict"]) <= {"supported", "reversed", "not significant"}
+    summary = (tiny_study / "results/report/summary.md").read_text()
+    for row in claims.to_dict("records"):
+        assert format_finding(row) in summary
+    assert "## Circuits" in summary and "## Explanations (SHAP)" in summary
 
 
 @pytest.mark.slow

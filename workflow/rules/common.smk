@@ -165,6 +165,14 @@ def model_resources():
     }
 
 
+def summary_extra_tables():
+    """The SHAP and circuits tables the summary quotes, when the study produces them."""
+    return {
+        "shap": "results/tables/shap_faithfulness.csv" if shap_jobs() else [],
+        "circuits": "results/tables/circuits_summary.csv" if circuits_runs() else [],
+    }
+
+
 def study_outputs():
     # Training curves and the recipe comparison exist only when something is fine-tuned.
     tuned = bool(TUNED_PARADIGMS)
@@ -172,6 +180,8 @@ def study_outputs():
     figure_names = ["cross_dataset_f1"] + (
         ["training_curves", "generalisation_gap"] if tuned else []
     )
+    if len(runs()) > 1:  # a claim compares two models
+        table_names.append("claims")
     tables = expand(
         "results/tables/{name}.{ext}", name=table_names, ext=["csv", "md", "tex"]
     )
@@ -225,6 +235,8 @@ def study_outputs():
             ],
             ext=["pdf", "png"],
         )
+    if len(runs()) > 1:
+        reports.append("results/report/summary.md")
     return tables + figures + reports + audit
 
 

@@ -93,3 +93,67 @@ rule generalisation_gap_table:
         comparison=config["report"],
     script:
         "../scripts/generalisation_gap_table.py"
+
+
+# Every claim of the study (recipe, paradigm, architecture comparisons) as a paired test.
+rule claims_table:
+    input:
+        predictions=all_predictions(),
+        code=library(
+            "evaluate.metrics",
+            "evaluate.significance",
+            "evaluate.claims",
+            "report.tables",
+        ),
+    output:
+        table=report(
+            multiext("results/tables/claims", ".csv", ".md", ".tex"),
+            caption="../report/claims_table.rst",
+            category="Claims",
+        ),
+    log:
+        "results/logs/claims_table.log",
+    benchmark:
+        "results/benchmarks/claims_table.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=runs(),
+        testsets=TESTSETS,
+        in_domain=in_domain_map(),
+        comparison=config["report"],
+        significance=config["evaluation"]["significance"],
+        threshold=config["evaluation"]["threshold"],
+    script:
+        "../scripts/claims_table.py"
+
+
+rule study_summary:
+    input:
+        claims="results/tables/claims.csv",
+        cross="results/tables/cross_dataset.csv",
+        shap=summary_extra_tables()["shap"],
+        circuits=summary_extra_tables()["circuits"],
+        code=library("evaluate.claims", "report.summary"),
+    output:
+        summary=report(
+            "results/report/summary.md",
+            caption="../report/study_summary.rst",
+            category="Claims",
+        ),
+    log:
+        "results/logs/study_summary.log",
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        significance=config["evaluation"]["significance"],
+    script:
+        "../scripts/study_summary.py"

@@ -634,3 +634,86 @@ def verdict(effect: float, ci_low: float, ci_high: float, p_adjusted: float, alp
     if values["effect"] < 0.0 and high < 0.0:
         return "reversed"
     return "not significant"
+
+
+def macro_paired_comparison(
+    strata: Mapping[str, tuple[Any, Any, Any]],
+    metric: str = "f1",
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """`paired_comparison` over several test sets at once, the metric averaged across them.
+
+    `strata` maps each test set to ``(labels, p_a_by_seed, p_b_by_seed)`` as `paired_comparison`
+    takes them, with the same seeds on each side in every test set. The compared quantity is the
+    one the generalisation-gap table reports: for each run, its metric averaged over the test sets
+    (each test set counts once, whatever its size), then averaged over that side's seeds.
+
+    The bootstrap is stratified: each resample draws messages within every test set
+    independently (as a new test set from each source would), and the macro-averaged difference
+    is recomputed. The seed-level interval is `paired_comparison`'s, on the per-run macro metric.
+    Returns the keys of `paired_comparison` plus ``n_testsets``; ``n_messages`` is the total.
+    """
+    if not isinstance(strata, Mapping) or not strata:
+        raise ValueError(f"strata must map at least one test set to (labels, p_a, p_b); got {strata!r}")
+    _check_metric(metric)
+    _check_n_resamples(n_resamples)
+    _check_seed(seed)
+    _check_confidence(confidence)
+    _check_threshold(threshold)
+    names = sorted(strata)
+    diffs, per_run_a, per_run_b, seed_keys, n_messages = [], [], [], None, 0
+    for i, name in enumerate(names):
+        try:
+            labels, p_a, p_b = strata[name]
+        except (TypeError, ValueError):
+            raise ValueError(f"strata[{name!r}] must be (labels, p_a_by_seed, p_b_by_seed)") from None
+        positive = _as_binary(labels, f"labels of {name}")
+        runs_a, keys_a = _as_runs(p_a, f"p_a_by_seed of {name}", len(positive))
+        runs_b, keys_b = _as_runs(p_b, f"p_b_by_seed of {name}", len(positive))
+        if seed_keys is None:
+            seed_keys = (keys_a, keys_b, len(runs_a), len(runs_b))
+        elif seed_keys != (keys_a, keys_b, len(runs_a), len(runs_b)):
+            raise ValueError(
+                f"test set {name!r} has other runs than {names[0]!r}; every test set must be scored by the "
+                "same seeds on each side"
+            )
+        y = positive.astype(np.int64)
+        per_run_a.append([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_a])
+        per_run_b.append([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_b])
+        # A distinct stream per test set: the same draws as a one-test-set comparison for the first.
+        diffs.append(_bootstrap_mean_differences(positive, runs_a, runs_b, metric, threshold, int(n_resamples),
+                                                 seed + i))
+        n_messages += len(positive)
+    metrics_a = np.mean(np.array(per_run_a, dtype=np.float64), axis=0)
+    metrics_b = np.mean(np.array(per_run_b, dtype=np.float64), axis=0)
+    macro = np.mean(np.stack(diffs), axis=0)
+    low, high = _percentile_interval(macro, confidence)
+    effect = float(np.mean(metrics_a) - np.mean(metrics_b))
+    keys_a, keys_b = seed_keys[0], seed_keys[1]
+    seed_low, seed_high, seed_method = _seed_interval(metrics_a, metrics_b, keys_a, keys_b, confidence)
+    return {
+        "metric": metric,
+        "test": "paired_bootstrap",
+        "effect": effect,
+        "metric_a": float(np.mean(metrics_a)),
+        "metric_b": float(np.mean(metrics_b)),
+        "ci_low": low,
+        "ci_high": high,
+        "confidence": float(confidence),
+        "p_value": bootstrap_p_value(macro),
+        "n_messages": n_messages,
+        "n_testsets": len(names),
+        "n_resamples": int(n_resamples),
+        "n_seeds": max(len(metrics_a), len(metrics_b)),
+        "n_seeds_a": len(metrics_a),
+        "n_seeds_b": len(metrics_b),
+        "seed_metrics_a": [float(v) for v in metrics_a],
+        "seed_metrics_b": [float(v) for v in metrics_b],
+        "seed_effect_mean": effect,
+        "seed_ci_low": seed_low,
+        "seed_ci_high": seed_high,
+        "seed_ci_method": seed_method,
+    }
