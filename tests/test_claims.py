@@ -113,3 +113,21 @@ def test_findings_read_like_the_paper_and_come_from_the_numbers():
     changed = claims.copy()
     changed.loc[0, "effect"] += 0.1
     assert study_summary(changed, cross, SETTINGS) != text
+
+
+def test_seed_summary_puts_the_seed_interval_next_to_the_bootstrap_interval():
+    from scipy import stats
+
+    from gendiag.report.tables import seed_summary_table
+
+    f1 = [0.70, 0.74, 0.79]
+    cross = pd.DataFrame({"arch": "llama", "recipe": "generalist", "paradigm": "standard", "seed": [0, 1, 2],
+                          "testset": "corporate", "in_domain": True, "f1": f1, "f1_ci_low": [0.6, 0.62, 0.7],
+                          "f1_ci_high": [0.8, 0.82, 0.9]})
+    row = seed_summary_table(cross).iloc[0]
+    low, high = stats.t.interval(0.95, df=2, loc=np.mean(f1), scale=stats.sem(f1))
+    assert row["n_seeds"] == 3 and row["f1_mean"] == pytest.approx(np.mean(f1))
+    assert (row["f1_seed_ci_low"], row["f1_seed_ci_high"]) == pytest.approx((low, high))
+    assert (row["f1_bootstrap_ci_low"], row["f1_bootstrap_ci_high"]) == pytest.approx((0.64, 0.84))
+    one = seed_summary_table(cross.iloc[:1]).iloc[0]
+    assert one["n_seeds"] == 1 and np.isnan(one["f1_seed_ci_low"])

@@ -122,7 +122,7 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     assert not in_domain[("llama", "specialist", "credential_phish")]
     assert in_domain[("mistral", "generalist", "credential_phish")]
     assert not cross.loc[cross["paradigm"] == "zeroshot", "in_domain"].any()
-    for stem in ("cross_dataset", "generalisation_gap"):
+    for stem in ("cross_dataset", "generalisation_gap", "seed_summary", "claims"):
         for ext in ("csv", "md", "tex"):
             assert (tiny_study / f"results/tables/{stem}.{ext}").stat().st_size > 100
     audit = pd.read_csv(tiny_study / "results/tables/data_audit.csv").set_index("corpus")

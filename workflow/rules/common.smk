@@ -176,7 +176,9 @@ def summary_extra_tables():
 def study_outputs():
     # Training curves and the recipe comparison exist only when something is fine-tuned.
     tuned = bool(TUNED_PARADIGMS)
-    table_names = ["cross_dataset"] + (["generalisation_gap"] if tuned else [])
+    table_names = ["cross_dataset", "seed_summary"] + (
+        ["generalisation_gap"] if tuned else []
+    )
     figure_names = ["cross_dataset_f1"] + (
         ["training_curves", "generalisation_gap"] if tuned else []
     )

@@ -157,3 +157,27 @@ rule study_summary:
         significance=config["evaluation"]["significance"],
     script:
         "../scripts/study_summary.py"
+
+
+rule seed_summary_table:
+    input:
+        table="results/tables/cross_dataset.csv",
+        code=library("evaluate.significance", "report.tables"),
+    output:
+        table=report(
+            multiext("results/tables/seed_summary", ".csv", ".md", ".tex"),
+            caption="../report/seed_summary_table.rst",
+            category="Tables",
+        ),
+    log:
+        "results/logs/seed_summary_table.log",
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        confidence=config["evaluation"]["significance"]["confidence"],
+    script:
+        "../scripts/seed_summary_table.py"

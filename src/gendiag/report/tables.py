@@ -154,6 +154,36 @@ def generalisation_gap_table(cross: pd.DataFrame, specialist: str, generalist: s
     return pd.DataFrame(out, columns=list(GAP_COLUMNS))
 
 
+SEED_SUMMARY_COLUMNS: tuple[str, ...] = (
+    "arch", "recipe", "paradigm", "testset", "in_domain", "n_seeds", "f1_mean", "f1_seed_ci_low",
+    "f1_seed_ci_high", "f1_std", "f1_bootstrap_ci_low", "f1_bootstrap_ci_high",
+)
+
+
+def seed_summary_table(cross: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per model and test set: F1 over seeds (mean, std, t-interval) next to the bootstrap interval.
+
+    The two intervals answer different questions: the seed interval is how much F1 moves when the
+    model is retrained, the bootstrap interval (averaged over seeds) how much it moves with another
+    sample of test messages. One seed has no seed interval (NaN), never a zero-width one.
+    """
+    from gendiag.evaluate.significance import seed_summary
+
+    missing = [c for c in (*KEY_COLUMNS, "in_domain", "f1", "f1_ci_low", "f1_ci_high") if c not in cross.columns]
+    if missing:
+        raise ValueError(f"cross-dataset table is missing column(s) {missing}; got {list(cross.columns)}")
+    rows = []
+    for (arch, recipe, paradigm, testset), group in cross.groupby(["arch", "recipe", "paradigm", "testset"],
+                                                                   sort=True):
+        stats = seed_summary(group["f1"].to_numpy(), confidence)
+        rows.append({"arch": arch, "recipe": recipe, "paradigm": paradigm, "testset": testset,
+                     "in_domain": bool(group["in_domain"].iloc[0]), "n_seeds": int(stats["n"]),
+                     "f1_mean": stats["mean"], "f1_seed_ci_low": stats["ci_low"], "f1_seed_ci_high": stats["ci_high"],
+                     "f1_std": stats["std"], "f1_bootstrap_ci_low": float(group["f1_ci_low"].mean()),
+                     "f1_bootstrap_ci_high": float(group["f1_ci_high"].mean())})
+    return pd.DataFrame(rows, columns=list(SEED_SUMMARY_COLUMNS))
+
+
 # --- writers -----------------------------------------------------------------------------------
 
 _LATEX_ESCAPES = {
