@@ -117,6 +117,11 @@ def runs():
     return rows
 
 
+def tuned_runs():
+    """The fine-tuned runs (every run but the zero-shot baseline)."""
+    return [run for run in runs() if run[2] != "zeroshot"]
+
+
 def run_dir(arch, recipe, paradigm, seed):
     return f"{arch}/{recipe}/{paradigm}/seed{seed}"
 
@@ -177,10 +182,10 @@ def study_outputs():
     # Training curves and the recipe comparison exist only when something is fine-tuned.
     tuned = bool(TUNED_PARADIGMS)
     table_names = ["cross_dataset", "seed_summary"] + (
-        ["generalisation_gap"] if tuned else []
+        ["generalisation_gap", "weight_drift"] if tuned else []
     )
     figure_names = ["cross_dataset_f1"] + (
-        ["training_curves", "generalisation_gap"] if tuned else []
+        ["training_curves", "generalisation_gap", "weight_drift"] if tuned else []
     )
     if len(runs()) > 1:  # a claim compares two models
         table_names.append("claims")

@@ -38,3 +38,33 @@ rule finetune:
         checkpoint_dir="results/checkpoints/{arch}/{recipe}/{paradigm}/seed{seed}",
     script:
         "../scripts/finetune.py"
+
+
+# How far fine-tuning moved each layer: mean |ΔW| of the merged LoRA update, from the adapters alone.
+rule weight_drift:
+    input:
+        adapters=[f"results/finetune/{run_dir(*run)}/adapter" for run in tuned_runs()],
+        code=library("finetune.drift", "report.drift_figures", "report.tables"),
+    output:
+        table=report(
+            multiext("results/tables/weight_drift", ".csv", ".md", ".tex"),
+            caption="../report/weight_drift.rst",
+            category="Fine-tuning",
+        ),
+        figure=report(
+            multiext("results/figures/weight_drift", ".pdf", ".png"),
+            caption="../report/weight_drift.rst",
+            category="Fine-tuning",
+        ),
+    log:
+        "results/logs/weight_drift.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        runs=tuned_runs(),
+    script:
+        "../scripts/weight_drift.py"
