@@ -22,7 +22,7 @@ study: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --cores all
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
