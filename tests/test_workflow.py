@@ -242,7 +242,8 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1",
                   "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
                   "figure_shap_faithfulness", "figure_shap_heatmaps", "circuits_tables", "figure_circuits",
-                  "figure_attention_pairs", "all"}
+                  "figure_attention_pairs", "claims_table", "study_summary", "seed_summary_table", "weight_drift",
+                  "all"}
     assert set(jobs) == {"finetune", "predict", "shap_explain", "circuits_analyse"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
@@ -266,15 +267,17 @@ def jobs_after_editing(study: Path, module: str) -> dict[str, list[str]]:
 def test_editing_the_faithfulness_code_reruns_shap_and_nothing_upstream(tiny_study):
     jobs = jobs_after_editing(tiny_study, "src/gendiag/attribution/faithfulness.py")
     assert len(jobs["shap_explain"]) == 4
+    # the summary quotes the SHAP table, so it is rewritten too
     assert set(jobs) == {"shap_explain", "shap_tables", "figure_shap_top_tokens", "figure_shap_faithfulness",
-                         "figure_shap_heatmaps", "all"}
+                         "figure_shap_heatmaps", "study_summary", "all"}
 
 
 @pytest.mark.slow
 def test_editing_the_patching_code_reruns_the_circuits_and_nothing_upstream(tiny_study):
     jobs = jobs_after_editing(tiny_study, "src/gendiag/circuits/patching.py")
     assert len(jobs["circuits_analyse"]) == 4
-    assert set(jobs) == {"circuits_analyse", "circuits_tables", "figure_circuits", "figure_attention_pairs", "all"}
+    assert set(jobs) == {"circuits_analyse", "circuits_tables", "figure_circuits", "figure_attention_pairs",
+                         "study_summary", "all"}
 
 
 @pytest.mark.slow
