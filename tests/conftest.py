@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,6 +16,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 VOCABULARY = REPO / "resources/synthetic/styles.yaml"
 SHARED_DATA = REPO.parent / "shared/data"
+# What a copy of the workflow needs to run on its own (tests run Snakemake in such copies).
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
+
+
+def copy_workflow(root: Path) -> Path:
+    """A runnable copy of the workflow under `root` (no results)."""
+    for item in WORKFLOW_FILES:
+        source = REPO / item
+        (root / item).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / item)
+    return root
+
+
+def write_llama_slice_config(root: Path, **training) -> Path:
+    """`root/slice.yaml`: the tiny study with Llama only, `training` keys overridden."""
+    config = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    config["models"] = {"llama": config["models"]["llama"]}
+    config["training"].update(training)
+    path = root / "slice.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 MICRO_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
                "max_position_embeddings": 512}
 

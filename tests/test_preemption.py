@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import copy_workflow, write_llama_slice_config
 
-COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
 RUN = "llama/generalist/standard/seed0"
 TARGET = f"results/predictions/{RUN}/credential_phish.parquet"
 CHECKPOINT = f"results/checkpoints/{RUN}/state.pt"
@@ -33,18 +31,9 @@ pytestmark = pytest.mark.slow
 
 
 def workflow_copy(root: Path) -> Path:
-    for item in COPY:
-        source = REPO / item
-        (root / item).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / item)
-    config = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
-    config["models"] = {"llama": config["models"]["llama"]}
+    copy_workflow(root)
     # Long enough that the kill lands between the first checkpoint (step 10) and the end.
-    config["training"].update(steps=300, checkpoint_every=10, eval_every=100)
-    (root / "slice.yaml").write_text(yaml.safe_dump(config))
+    write_llama_slice_config(root, steps=300, checkpoint_every=10, eval_every=100)
     return root
 
 

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_workflow, write_llama_slice_config
 
 CLUSTER = REPO / "tests/slurm/local_cluster.sh"
-COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
 SLICE_TARGET = "results/tables/cross_dataset.csv"
 
 pytestmark = [
@@ -61,16 +59,8 @@ def slurm():
 
 def slice_workflow(root: Path) -> Path:
     """A copy of the workflow with a config for the slice: the tiny study, Llama only."""
-    for item in COPY:
-        source = REPO / item
-        (root / item).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / item)
-    config = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
-    config["models"] = {"llama": config["models"]["llama"]}
-    (root / "slice.yaml").write_text(yaml.safe_dump(config))
+    copy_workflow(root)
+    write_llama_slice_config(root)
     return root
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, copy_workflow
 from gendiag.evaluate.claims import format_finding
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-COPY = ["Snakefile", "workflow", "config", "resources", "src", "profiles", "envs", "tests/config"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -91,14 +89,7 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory) -> Path:
     """A copy of the workflow that has run the tiny study to completion."""
-    root = tmp_path_factory.mktemp("study")
-    for item in COPY:
-        source = REPO / item
-        (root / item).parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / item)
+    root = copy_workflow(tmp_path_factory.mktemp("study"))
     result = run(["--cores", "2", "--configfile", "tests/config/tiny.yaml"], root)
     assert result.returncode == 0, result.stderr[-5000:]
     return root

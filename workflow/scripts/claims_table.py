@@ -1,10 +1,9 @@
 """Every claim of the study as a paired test on the same messages, corrected for multiple comparisons."""
 
-from pathlib import Path
-
 import pandas as pd
 
 from gendiag.evaluate.claims import Group, claim_specs, evaluate_claims
+from gendiag.evaluate.metrics import prediction_files
 from gendiag.io import setup_logging
 from gendiag.report.tables import write_table
 
@@ -12,14 +11,12 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 settings, comparison = dict(smk.params.significance), dict(smk.params.comparison)
 
-# input.predictions lists runs x test sets in the order of params.runs and params.testsets.
-keys = [(*run, testset) for run in smk.params.runs for testset in smk.params.testsets]
-frames = []
-for (arch, recipe, paradigm, seed, testset), path in zip(keys, smk.input.predictions, strict=True):
-    if Path(path).stem != testset or f"/{arch}/{recipe}/{paradigm}/seed{seed}/" not in path:
-        raise RuntimeError(f"prediction file {path} does not belong to {arch}/{recipe}/{paradigm}/seed{seed}/{testset}")
-    frame = pd.read_parquet(path, columns=["uid", "label", "p_malicious"])
-    frames.append(frame.assign(arch=arch, recipe=recipe, paradigm=paradigm, seed=int(seed), testset=testset))
+frames = [
+    pd.read_parquet(path, columns=["uid", "label", "p_malicious"]).assign(
+        arch=arch, recipe=recipe, paradigm=paradigm, seed=seed, testset=testset)
+    for arch, recipe, paradigm, seed, testset, path in prediction_files(smk.params.runs, smk.params.testsets,
+                                                                         smk.input.predictions)
+]
 predictions = pd.concat(frames, ignore_index=True)
 
 groups = sorted({Group(arch, recipe, paradigm) for arch, recipe, paradigm, _ in smk.params.runs}, key=str)

@@ -127,10 +127,12 @@ def claim_specs(
     return specs
 
 
-def _runs_by_seed(predictions: pd.DataFrame, group: Group, testset: str) -> tuple[pd.Series, dict[int, np.ndarray]]:
-    rows = predictions[(predictions["arch"] == group.arch) & (predictions["recipe"] == group.recipe)
-                       & (predictions["paradigm"] == group.paradigm) & (predictions["testset"] == testset)]
-    if rows.empty:
+RunsOnTestset = tuple[pd.Series, dict[int, np.ndarray]]
+
+
+def _runs_by_seed(by_group: Mapping[tuple, pd.DataFrame], group: Group, testset: str) -> RunsOnTestset:
+    rows = by_group.get((group.arch, group.recipe, group.paradigm, testset))
+    if rows is None:
         raise ValueError(f"no predictions of {group} on test set {testset!r}; run its predict job first")
     labels, runs = None, {}
     for seed, run in rows.groupby("seed", sort=True):
@@ -146,11 +148,11 @@ def _runs_by_seed(predictions: pd.DataFrame, group: Group, testset: str) -> tupl
     return labels, runs
 
 
-def _strata(predictions: pd.DataFrame, spec: ClaimSpec) -> dict[str, tuple[Any, Any, Any]]:
+def _strata(runs_of, spec: ClaimSpec) -> dict[str, tuple[Any, Any, Any]]:
     strata = {}
     for testset in spec.testsets:
-        labels_a, runs_a = _runs_by_seed(predictions, spec.a, testset)
-        labels_b, runs_b = _runs_by_seed(predictions, spec.b, testset)
+        labels_a, runs_a = runs_of(spec.a, testset)
+        labels_b, runs_b = runs_of(spec.b, testset)
         if labels_a.index.tolist() != labels_b.index.tolist() or not labels_a.equals(labels_b):
             raise ValueError(
                 f"{spec.a} and {spec.b} scored different messages (or labels) of {testset}; a paired test needs "
@@ -158,6 +160,14 @@ def _strata(predictions: pd.DataFrame, spec: ClaimSpec) -> dict[str, tuple[Any, 
             )
         strata[testset] = (labels_a.to_numpy(), runs_a, runs_b)
     return strata
+
+
+def _reversed(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison B vs A from A vs B: effects negated, intervals mirrored, sides swapped."""
+    return {**result, "effect": -result["effect"], "ci_low": -result["ci_high"], "ci_high": -result["ci_low"],
+            "metric_a": result["metric_b"], "metric_b": result["metric_a"],
+            "seed_effect_mean": -result["seed_effect_mean"], "seed_ci_low": -result["seed_ci_high"],
+            "seed_ci_high": -result["seed_ci_low"]}
 
 
 def evaluate_claims(
@@ -181,17 +191,22 @@ def evaluate_claims(
         raise ValueError(f"predictions table is missing column(s) {missing}; got {list(predictions.columns)}")
     if not specs:
         raise ValueError("no claim can be tested: the study needs at least two models scored on the same test sets")
+    # Each group's runs on each test set are read once, whatever the number of claims they enter.
+    by_group = dict(tuple(predictions.groupby(["arch", "recipe", "paradigm", "testset"], sort=False)))
+    cache: dict[tuple[Group, str], RunsOnTestset] = {}
+
+    def runs_of(group: Group, testset: str) -> RunsOnTestset:
+        if (group, testset) not in cache:
+            cache[group, testset] = _runs_by_seed(by_group, group, testset)
+        return cache[group, testset]
+
     rows = []
     for spec in specs:
-        result = macro_paired_comparison(_strata(predictions, spec), metric=metric, n_resamples=n_resamples,
+        result = macro_paired_comparison(_strata(runs_of, spec), metric=metric, n_resamples=n_resamples,
                                          seed=seed, confidence=confidence, threshold=threshold)
         a, b = spec.a, spec.b
         if spec.direction == "observed" and result["effect"] < 0:
-            a, b = b, a
-            result = {**result, "effect": -result["effect"], "ci_low": -result["ci_high"],
-                      "ci_high": -result["ci_low"], "metric_a": result["metric_b"], "metric_b": result["metric_a"],
-                      "seed_effect_mean": -result["seed_effect_mean"], "seed_ci_low": -result["seed_ci_high"],
-                      "seed_ci_high": -result["seed_ci_low"]}
+            a, b, result = b, a, _reversed(result)
         rows.append({
             "claim": spec.claim.format(a=a.arch, b=b.arch), "family": spec.family, "arch": spec.arch,
             "a": str(a), "b": str(b), "scope": spec.scope, "testsets": " ".join(spec.testsets),

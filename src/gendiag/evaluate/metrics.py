@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,3 +222,24 @@ def evaluate_predictions(
         df["label"], df["p_malicious"], n_resamples=n_resamples, seed=seed, threshold=threshold
     )
     return {"n": len(df), **point, **ci}
+
+
+def prediction_files(
+    runs: Sequence[Sequence[Any]], testsets: Sequence[str], paths: Sequence[str]
+) -> list[tuple[str, str, str, int, str, str]]:
+    """``(arch, recipe, paradigm, seed, testset, path)`` for prediction files listed runs x test sets.
+
+    The workflow lists a rule's prediction inputs in the order of its `runs` and `testsets` params;
+    each path is checked against its key so that a reordering can never mislabel a file.
+    """
+    keys = [(*run, testset) for run in runs for testset in testsets]
+    if len(keys) != len(paths):
+        raise RuntimeError(f"{len(paths)} prediction files for {len(keys)} runs x test sets")
+    out = []
+    for (arch, recipe, paradigm, seed, testset), path in zip(keys, paths, strict=True):
+        if Path(path).stem != testset or f"/{arch}/{recipe}/{paradigm}/seed{seed}/" not in str(path):
+            raise RuntimeError(
+                f"prediction file {path} does not belong to {arch}/{recipe}/{paradigm}/seed{seed}/{testset}"
+            )
+        out.append((arch, recipe, paradigm, int(seed), testset, str(path)))
+    return out

@@ -492,6 +492,45 @@ def _seed_interval(
     return low, high, "welch_t"
 
 
+def _run_metrics(positive: np.ndarray, runs: np.ndarray, metric: str, threshold: float) -> np.ndarray:
+    """`metric` of each run (rows of `runs`) on the full sample."""
+    y = positive.astype(np.int64)
+    return np.array([classification_metrics(y, r, threshold=threshold)[metric] for r in runs], dtype=np.float64)
+
+
+def _comparison(
+    metric: str, test: str, metrics_a: np.ndarray, metrics_b: np.ndarray, differences: np.ndarray, p_value: float,
+    confidence: float, n_messages: int, n_resamples: int, keys_a: Any, keys_b: Any,
+) -> dict[str, Any]:
+    """The result of a comparison from each run's metric and the resampled differences of the means."""
+    metric_a, metric_b = float(np.mean(metrics_a)), float(np.mean(metrics_b))
+    effect = metric_a - metric_b
+    low, high = _percentile_interval(differences, confidence)
+    seed_low, seed_high, seed_method = _seed_interval(metrics_a, metrics_b, keys_a, keys_b, confidence)
+    return {
+        "metric": metric,
+        "test": test,
+        "effect": effect,
+        "metric_a": metric_a,
+        "metric_b": metric_b,
+        "ci_low": low,
+        "ci_high": high,
+        "confidence": float(confidence),
+        "p_value": p_value,
+        "n_messages": n_messages,
+        "n_resamples": int(n_resamples),
+        "n_seeds": max(len(metrics_a), len(metrics_b)),
+        "n_seeds_a": len(metrics_a),
+        "n_seeds_b": len(metrics_b),
+        "seed_metrics_a": [float(v) for v in metrics_a],
+        "seed_metrics_b": [float(v) for v in metrics_b],
+        "seed_effect_mean": effect,
+        "seed_ci_low": seed_low,
+        "seed_ci_high": seed_high,
+        "seed_ci_method": seed_method,
+    }
+
+
 def paired_comparison(
     labels: Any,
     p_a_by_seed: Any,
@@ -557,41 +596,14 @@ def paired_comparison(
                 f"got {len(runs_a)} and {len(runs_b)} (use test='paired_bootstrap' for several seeds)"
             )
 
-    y = positive.astype(np.int64)
-    metrics_a = np.array([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_a])
-    metrics_b = np.array([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_b])
-    metric_a, metric_b = float(np.mean(metrics_a)), float(np.mean(metrics_b))
-    effect = metric_a - metric_b
-
+    metrics_a = _run_metrics(positive, runs_a, metric, threshold)
+    metrics_b = _run_metrics(positive, runs_b, metric, threshold)
     diffs = _bootstrap_mean_differences(positive, runs_a, runs_b, metric, threshold, int(n_resamples), seed)
-    low, high = _percentile_interval(diffs, confidence)
     if test == "mcnemar":
         p_value = mcnemar_test((runs_a[0] >= threshold) == positive, (runs_b[0] >= threshold) == positive)["p_value"]
     else:
         p_value = bootstrap_p_value(diffs)
-    seed_low, seed_high, seed_method = _seed_interval(metrics_a, metrics_b, keys_a, keys_b, confidence)
-    return {
-        "metric": metric,
-        "test": test,
-        "effect": effect,
-        "metric_a": metric_a,
-        "metric_b": metric_b,
-        "ci_low": low,
-        "ci_high": high,
-        "confidence": float(confidence),
-        "p_value": p_value,
-        "n_messages": n,
-        "n_resamples": int(n_resamples),
-        "n_seeds": max(len(runs_a), len(runs_b)),
-        "n_seeds_a": len(runs_a),
-        "n_seeds_b": len(runs_b),
-        "seed_metrics_a": [float(v) for v in metrics_a],
-        "seed_metrics_b": [float(v) for v in metrics_b],
-        "seed_effect_mean": effect,
-        "seed_ci_low": seed_low,
-        "seed_ci_high": seed_high,
-        "seed_ci_method": seed_method,
-    }
+    return _comparison(metric, test, metrics_a, metrics_b, diffs, p_value, confidence, n, n_resamples, keys_a, keys_b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,9 +692,8 @@ def macro_paired_comparison(
                 f"test set {name!r} has other runs than {names[0]!r}; every test set must be scored by the "
                 "same seeds on each side"
             )
-        y = positive.astype(np.int64)
-        per_run_a.append([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_a])
-        per_run_b.append([classification_metrics(y, r, threshold=threshold)[metric] for r in runs_b])
+        per_run_a.append(_run_metrics(positive, runs_a, metric, threshold))
+        per_run_b.append(_run_metrics(positive, runs_b, metric, threshold))
         # A distinct stream per test set: the same draws as a one-test-set comparison for the first.
         diffs.append(_bootstrap_mean_differences(positive, runs_a, runs_b, metric, threshold, int(n_resamples),
                                                  seed + i))
@@ -690,30 +701,6 @@ def macro_paired_comparison(
     metrics_a = np.mean(np.array(per_run_a, dtype=np.float64), axis=0)
     metrics_b = np.mean(np.array(per_run_b, dtype=np.float64), axis=0)
     macro = np.mean(np.stack(diffs), axis=0)
-    low, high = _percentile_interval(macro, confidence)
-    effect = float(np.mean(metrics_a) - np.mean(metrics_b))
-    keys_a, keys_b = seed_keys[0], seed_keys[1]
-    seed_low, seed_high, seed_method = _seed_interval(metrics_a, metrics_b, keys_a, keys_b, confidence)
-    return {
-        "metric": metric,
-        "test": "paired_bootstrap",
-        "effect": effect,
-        "metric_a": float(np.mean(metrics_a)),
-        "metric_b": float(np.mean(metrics_b)),
-        "ci_low": low,
-        "ci_high": high,
-        "confidence": float(confidence),
-        "p_value": bootstrap_p_value(macro),
-        "n_messages": n_messages,
-        "n_testsets": len(names),
-        "n_resamples": int(n_resamples),
-        "n_seeds": max(len(metrics_a), len(metrics_b)),
-        "n_seeds_a": len(metrics_a),
-        "n_seeds_b": len(metrics_b),
-        "seed_metrics_a": [float(v) for v in metrics_a],
-        "seed_metrics_b": [float(v) for v in metrics_b],
-        "seed_effect_mean": effect,
-        "seed_ci_low": seed_low,
-        "seed_ci_high": seed_high,
-        "seed_ci_method": seed_method,
-    }
+    result = _comparison(metric, "paired_bootstrap", metrics_a, metrics_b, macro, bootstrap_p_value(macro), confidence,
+                         n_messages, n_resamples, seed_keys[0], seed_keys[1])
+    return {**result, "n_testsets": len(names)}
