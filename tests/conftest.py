@@ -33,9 +33,14 @@ def copy_workflow(root: Path) -> Path:
 
 
 def write_llama_slice_config(root: Path, **training) -> Path:
-    """`root/slice.yaml`: the tiny study with Llama only, `training` keys overridden."""
+    """`root/slice.yaml`: the tiny study with Llama only, zero-shot and standard, no prompt variants,
+    `training` keys overridden."""
     config = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
     config["models"] = {"llama": config["models"]["llama"]}
+    config["training"]["paradigms"] = ["zeroshot", "standard"]
+    config["training"].pop("paradigm_scope", None)
+    config["evaluation"].pop("alt_template", None)
+    config["evaluation"].pop("kshot", None)
     config["training"].update(training)
     path = root / "slice.yaml"
     path.write_text(yaml.safe_dump(config))

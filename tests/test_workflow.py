@@ -101,17 +101,17 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     expected = ["arch", "recipe", "paradigm", "seed", "testset", "in_domain", "n", "f1", "f1_ci_low", "f1_ci_high",
                 "precision", "recall", "accuracy", "auroc"]
     assert list(cross.columns[: len(expected)]) == expected
-    # 2 architectures x (zero-shot + 2 recipes) x 2 test sets
-    assert len(cross) == 2 * 3 * 2
-    assert set(cross["paradigm"]) == {"zeroshot", "standard"}
+    # (2 architectures x (zero-shot + 2 recipes) + llama's cot, fticl and head on the specialist) x 2 test sets
+    assert len(cross) == (2 * 3 + 3) * 2
+    assert set(cross["paradigm"]) == {"zeroshot", "standard", "cot", "fticl", "head"}
     for metric in ("f1", "precision", "recall", "accuracy"):
         assert cross[metric].between(0, 1).all()
     assert (cross["f1_ci_low"] <= cross["f1"] + 1e-9).all() and (cross["f1"] <= cross["f1_ci_high"] + 1e-9).all()
     assert (cross["n"] == 30).all()
-    in_domain = cross.set_index(["arch", "recipe", "testset"])["in_domain"]
-    assert in_domain[("llama", "specialist", "corporate")]
-    assert not in_domain[("llama", "specialist", "credential_phish")]
-    assert in_domain[("mistral", "generalist", "credential_phish")]
+    in_domain = cross.set_index(["arch", "recipe", "paradigm", "testset"])["in_domain"]
+    assert in_domain[("llama", "specialist", "standard", "corporate")]
+    assert not in_domain[("llama", "specialist", "cot", "credential_phish")]
+    assert in_domain[("mistral", "generalist", "standard", "credential_phish")]
     assert not cross.loc[cross["paradigm"] == "zeroshot", "in_domain"].any()
     for stem in ("cross_dataset", "generalisation_gap", "seed_summary", "claims"):
         for ext in ("csv", "md", "tex"):
@@ -135,8 +135,10 @@ def test_tiny_study_answers_every_claim_and_writes_the_summary_from_the_numbers(
     for column in ("claim", "arch", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"):
         assert column in claims.columns
     # per arch: generalist vs specialist out of / in domain, standard vs zero-shot per recipe (2);
-    # llama vs mistral per recipe and for zero-shot (3)
-    assert len(claims) == 2 * 2 + 2 * 2 + 3
+    # llama vs mistral per recipe and for zero-shot (3); cot, fticl and head vs standard for llama (3)
+    assert len(claims) == 2 * 2 + 2 * 2 + 3 + 3
+    for paradigm in ("cot", "fticl", "head"):
+        assert f"{paradigm} > standard out of domain (specialist)" in set(claims["claim"])
     assert set(claims["family"]) == {"recipe", "paradigm", "architecture"}
     assert (claims["p_adjusted"] >= claims["p_value"] - 1e-12).all()
     assert (claims["ci_low"] <= claims["effect"] + 1e-9).all() and (claims["effect"] <= claims["ci_high"] + 1e-9).all()
@@ -208,6 +210,30 @@ def test_tiny_study_opens_up_every_fine_tuned_model(tiny_study):
 
 
 @pytest.mark.slow
+def test_tiny_study_trains_every_paradigm_and_measures_prompt_robustness(tiny_study):
+    run_dir = tiny_study / "results/finetune/llama/specialist"
+    demos = yaml.safe_load((run_dir / "fticl/seed0/adapter/gendiag_demonstrations.json").read_text())
+    assert [d["label"] for d in demos["demonstrations"]] == [1, 0]
+    head = (run_dir / "head/seed0/adapter/adapter_model.safetensors").read_bytes()
+    assert b"score" in head  # the classification head is saved with the adapter
+    rationales = pd.read_parquet(tiny_study / "results/rationales/specialist.parquet")
+    assert rationales["rationale"].str.startswith(" Reasoning:").all()
+    cot = pd.read_parquet(tiny_study / "results/predictions/llama/specialist/cot/seed0/corporate.parquet")
+    assert {"parsed", "generated"} <= set(cot.columns) and len(cot) == 30
+    wrong = cot[~cot["parsed"]]
+    assert (wrong["pred"] != wrong["label"]).all()  # an unreadable output is an error, never a class
+
+    robustness = pd.read_csv(tiny_study / "results/tables/prompt_robustness.csv")
+    # 6 zero-shot and standard models x 2 variants x (2 test sets + all test sets)
+    assert len(robustness) == 6 * 2 * 3
+    assert set(robustness["variant"]) == {"template2", "kshot2"}
+    assert (robustness["delta_f1"] - (robustness["f1_variant"] - robustness["f1_main"])).abs().max() < 1e-9
+    assert set(robustness["paradigm"]) == {"zeroshot", "standard"}
+    for ext in ("pdf", "png"):
+        assert (tiny_study / f"results/figures/prompt_robustness.{ext}").stat().st_size > 5000
+
+
+@pytest.mark.slow
 def test_rerun_after_a_complete_run_has_nothing_to_do(tiny_study):
     result = run(["-n", "--cores", "2", "--configfile", "tests/config/tiny.yaml"], tiny_study, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -228,16 +254,31 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
         f"arch=mistral, recipe={r}, paradigm=standard, seed=0" for r in ("generalist", "specialist")
     )
     assert sorted(jobs["predict"]) == sorted(jobs["finetune"])
+    assert sorted(jobs["predict_variants"]) == sorted(jobs["finetune"])
     assert sorted(jobs["shap_explain"]) == sorted(f"{w}, testset=credential_phish" for w in jobs["finetune"])
     assert sorted(jobs["circuits_analyse"]) == sorted(jobs["finetune"])
     aggregates = {"cross_dataset_table", "generalisation_gap_table", "figure_cross_dataset_f1",
                   "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
                   "figure_shap_faithfulness", "figure_shap_heatmaps", "circuits_tables", "figure_circuits",
                   "figure_attention_pairs", "claims_table", "study_summary", "seed_summary_table", "weight_drift",
-                  "all"}
-    assert set(jobs) == {"finetune", "predict", "shap_explain", "circuits_analyse"} | aggregates
+                  "prompt_robustness", "all"}
+    assert set(jobs) == {"finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
+
+
+@pytest.mark.slow
+def test_changing_the_cot_settings_reruns_only_the_cot_model(tiny_study, tmp_path):
+    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
+    config["training"]["cot"]["max_cues"] = 2
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    result = run(["-n", "--cores", "2", "--configfile", str(changed)], tiny_study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    assert jobs["rationales"] == ["recipe=specialist"]
+    assert jobs["finetune"] == jobs["predict"] == ["arch=llama, recipe=specialist, paradigm=cot, seed=0"]
+    assert "predict_variants" not in jobs and "shap_explain" not in jobs and "circuits_analyse" not in jobs
 
 
 def jobs_after_editing(study: Path, module: str) -> dict[str, list[str]]:

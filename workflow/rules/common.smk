@@ -19,6 +19,14 @@ SEEDS = config["training"]["seeds"]
 TUNED_PARADIGMS = [p for p in config["training"]["paradigms"] if p != "zeroshot"]
 TINY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "tiny"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+for _paradigm, _scope in config["training"]["paradigm_scope"].items():
+    for _key, _known in (("models", MODELS), ("recipes", RECIPES)):
+        _unknown = sorted(set(_scope.get(_key) or []) - set(_known))
+        if _unknown:
+            raise ValueError(
+                f"config training.paradigm_scope.{_paradigm}.{_key}: unknown {_unknown}; "
+                f"known {_key}: {_known}"
+            )
 ZEROSHOT_RECIPE = "none"
 ZEROSHOT_SEED = 0
 LIBRARY = Path(workflow.basedir) / "src/gendiag"
@@ -93,14 +101,30 @@ def base_params(wildcards):
     return {k: model[k] for k in ("family", "seed", "shape")}
 
 
+PARADIGM_BLOCKS = (
+    "fticl",
+    "cot",
+)  # settings blocks of `training` that belong to one paradigm
+
+
 def training_params(wildcards):
-    """The global training settings with this model's overrides (seeds and paradigms are wildcards)."""
+    """The training settings of this job: global, this model's overrides, and its own paradigm's
+    block only, so that changing another paradigm's settings reruns nothing here."""
     merged = {
         **config["training"],
         **config["models"][wildcards.arch].get("training", {}),
     }
-    return canonical(
-        {k: v for k, v in merged.items() if k not in ("seeds", "paradigms")}
+    skip = {"seeds", "paradigms", "paradigm_scope", *PARADIGM_BLOCKS} - {
+        wildcards.paradigm
+    }
+    return canonical({k: v for k, v in merged.items() if k not in skip})
+
+
+def in_paradigm_scope(arch, recipe, paradigm):
+    """Whether `training.paradigm_scope` lets this paradigm train this model on this recipe."""
+    scope = config["training"]["paradigm_scope"].get(paradigm, {})
+    return arch in (scope.get("models") or MODELS) and recipe in (
+        scope.get("recipes") or RECIPES
     )
 
 
@@ -112,9 +136,42 @@ def runs():
             rows.append((arch, ZEROSHOT_RECIPE, "zeroshot", ZEROSHOT_SEED))
         for recipe in RECIPES:
             for paradigm in TUNED_PARADIGMS:
+                if not in_paradigm_scope(arch, recipe, paradigm):
+                    continue
                 for seed in SEEDS:
                     rows.append((arch, recipe, paradigm, seed))
     return rows
+
+
+# Paradigms whose models read the classification prompt and are scored at its answer position:
+# the ones SHAP, circuits and the prompt variants apply to (cot writes before it answers, head
+# has no LM head, fticl reads demonstrations first).
+PROMPT_SCORED = ("zeroshot", "standard")
+KSHOT = config["evaluation"]["kshot"]
+VARIANTS = (["template2"] if config["evaluation"]["alt_template"] else []) + (
+    [f"kshot{KSHOT['k']}"] if KSHOT["k"] > 0 else []
+)
+
+
+def variant_runs():
+    """Runs evaluated again with each prompt variant (second template, k-shot prompts)."""
+    return [run for run in runs() if run[2] in PROMPT_SCORED] if VARIANTS else []
+
+
+def variant_predictions():
+    return [
+        f"results/variants/{run_dir(*run)}/{variant}/{testset}.parquet"
+        for run in variant_runs()
+        for variant in VARIANTS
+        for testset in TESTSETS
+    ]
+
+
+def rationales_input(wildcards):
+    """The rationales a chain-of-thought run trains on; none for other paradigms."""
+    if wildcards.paradigm != "cot":
+        return []
+    return f"results/rationales/{wildcards.recipe}.parquet"
 
 
 def tuned_runs():
@@ -189,6 +246,9 @@ def study_outputs():
     )
     if len(runs()) > 1:  # a claim compares two models
         table_names.append("claims")
+    if variant_runs():
+        table_names.append("prompt_robustness")
+        figure_names.append("prompt_robustness")
     tables = expand(
         "results/tables/{name}.{ext}", name=table_names, ext=["csv", "md", "tex"]
     )
@@ -262,14 +322,14 @@ SHAP_TESTSETS = config["shap"]["testsets"] or TESTSETS
 
 
 def shap_jobs():
-    """Every explained (arch, recipe, paradigm, seed, testset): fine-tuned models only.
+    """Every explained (arch, recipe, paradigm, seed, testset): standard fine-tuned models only (PROMPT_SCORED).
 
     Sorted, because rules take the list as params: reordering the config must not rerun them.
     """
     return sorted(
         (arch, recipe, paradigm, seed, testset)
         for arch, recipe, paradigm, seed in runs()
-        if paradigm != "zeroshot"
+        if paradigm == "standard"
         for testset in SHAP_TESTSETS
     )
 
@@ -296,7 +356,7 @@ CIRCUITS_TABLES = (
 
 def circuits_runs():
     """Every fine-tuned model the circuit analysis opens up: (arch, recipe, paradigm, seed), sorted."""
-    return sorted(run for run in runs() if run[2] != "zeroshot")
+    return sorted(run for run in runs() if run[2] == "standard")
 
 
 def circuits_output(run, table):

@@ -1,3 +1,16 @@
+PREDICT_MODULES = (
+    "prompts",
+    "models.__init__",
+    "models.loading",
+    "models.inputs",
+    "finetune.rationales",
+    "finetune.paradigms",
+    "data.synthetic",
+    "evaluate.predict",
+    "evaluate.variants",
+)
+
+
 # One job per model writes every test set's predictions: loading the model dominates the cost
 # (an 8B model takes longer to load than to score a test set), so it is loaded once.
 rule predict:
@@ -5,14 +18,7 @@ rule predict:
         base="results/models/{arch}/base",
         adapter=adapter_input,
         testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
-        code=lambda wc: library(
-            "prompts",
-            "models.__init__",
-            "models.loading",
-            "models.inputs",
-            "evaluate.predict",
-        )
-        + family_library(wc),
+        code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
     output:
         predictions=expand(
             "results/predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
@@ -33,8 +39,89 @@ rule predict:
         quantization=config["training"]["quantization"],
         evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
         compute={k: config["compute"][k] for k in ("device", "dtype")},
+        cot=lambda wc: config["training"]["cot"] if wc.paradigm == "cot" else {},
     script:
         "../scripts/predict.py"
+
+
+# The same models with each prompt variant: the second template and k-shot prompts whose
+# demonstrations come from the test corpus's own training split (as in arXiv 2403.09162).
+rule predict_variants:
+    input:
+        base="results/models/{arch}/base",
+        adapter=adapter_input,
+        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        pools=expand("results/splits/{testset}.parquet", testset=TESTSETS),
+        code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
+    output:
+        predictions=expand(
+            "results/variants/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{variant}/{testset}.parquet",
+            variant=VARIANTS,
+            testset=TESTSETS,
+        ),
+    log:
+        "results/logs/predict_variants/{arch}/{recipe}/{paradigm}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/predict_variants/{arch}/{recipe}/{paradigm}/seed{seed}.tsv"
+    wildcard_constraints:
+        paradigm=one_of(PROMPT_SCORED),
+    conda:
+        "../../envs/train.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
+    params:
+        family=lambda wc: config["models"][wc.arch]["family"],
+        prompt=config["prompt"],
+        variants=VARIANTS,
+        # A function: a plain string param would have its "{text}" read as a wildcard.
+        alt_template=lambda wc: config["evaluation"]["alt_template"],
+        kshot=config["evaluation"]["kshot"],
+        quantization=config["training"]["quantization"],
+        evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
+        compute={k: config["compute"][k] for k in ("device", "dtype")},
+    script:
+        "../scripts/predict_variants.py"
+
+
+rule prompt_robustness:
+    input:
+        predictions=[p for run in variant_runs() for p in predictions_of(*run)],
+        variants=variant_predictions(),
+        code=library(
+            "evaluate.metrics",
+            "evaluate.significance",
+            "evaluate.robustness",
+            "report.tables",
+            "report.figures",
+        ),
+    output:
+        table=report(
+            multiext("results/tables/prompt_robustness", ".csv", ".md", ".tex"),
+            caption="../report/prompt_robustness.rst",
+            category="Tables",
+        ),
+        figure=report(
+            multiext("results/figures/prompt_robustness", ".pdf", ".png"),
+            caption="../report/prompt_robustness.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/prompt_robustness.log",
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        runs=variant_runs(),
+        variants=VARIANTS,
+        testsets=TESTSETS,
+        significance=config["evaluation"]["significance"],
+        threshold=config["evaluation"]["threshold"],
+    script:
+        "../scripts/prompt_robustness.py"
 
 
 rule cross_dataset_table:

@@ -1,14 +1,50 @@
+# Chain-of-thought targets: one rationale per training and validation message of a recipe,
+# derived from the message's cues (`cues`) or read from the user's table (`file`).
+rule rationales:
+    input:
+        train="results/datasets/{recipe}/train.parquet",
+        val="results/datasets/{recipe}/val.parquet",
+        table=lambda wc: (
+            config["training"]["cot"]["file"]
+            if config["training"]["cot"]["rationales"] == "file"
+            else []
+        ),
+        code=library("finetune.rationales", "data.synthetic"),
+    output:
+        rationales="results/rationales/{recipe}.parquet",
+    log:
+        "results/logs/rationales/{recipe}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        cot={
+            k: config["training"]["cot"][k]
+            for k in ("rationales", "max_cues", "column")
+        },
+        label_words=config["prompt"]["label_words"],
+    script:
+        "../scripts/rationales.py"
+
+
 rule finetune:
     input:
         base="results/models/{arch}/base",
         train="results/datasets/{recipe}/train.parquet",
         val="results/datasets/{recipe}/val.parquet",
+        rationales=rationales_input,
         code=lambda wc: library(
             "prompts",
             "models.__init__",
             "models.loading",
             "models.inputs",
+            "finetune.rationales",
+            "finetune.paradigms",
             "finetune.qlora",
+            "data.synthetic",
         )
         + family_library(wc),
     output:

@@ -5,6 +5,7 @@ import sys
 import pandas as pd
 import torch
 
+from gendiag.finetune.paradigms import ParadigmSpec
 from gendiag.finetune.qlora import LoraSettings, Preempted, TrainSettings, finetune
 from gendiag.io import atomic_path, setup_logging, write_csv, write_json
 from gendiag.models.loading import resolve_compute
@@ -23,15 +24,19 @@ settings = TrainSettings(
     quantization=dict(training["quantization"]),
 )
 device, dtype = resolve_compute(smk.params.compute)
+train, val = pd.read_parquet(smk.input.train), pd.read_parquet(smk.input.val)
+if smk.input.rationales:
+    rationales = pd.read_parquet(smk.input.rationales).set_index("uid")["rationale"]
+    train, val = (frame.assign(rationale=frame["uid"].map(rationales)) for frame in (train, val))
 
 try:
     with atomic_path(smk.output.adapter) as adapter_tmp:
         history, summary = finetune(
-            smk.input.base, smk.params.family,
-            pd.read_parquet(smk.input.train), pd.read_parquet(smk.input.val),
+            smk.input.base, smk.params.family, train, val,
             PromptFormat.from_config(smk.params.prompt),
             LoraSettings(lora["r"], lora["alpha"], lora["dropout"], tuple(lora["target_modules"])),
             settings, adapter_tmp, smk.params.checkpoint_dir, device, dtype,
+            ParadigmSpec.from_config(smk.wildcards.paradigm, training),
         )
 except Preempted as stop:
     log.warning("%s", stop)

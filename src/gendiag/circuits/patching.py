@@ -11,7 +11,13 @@ Conventions (TransformerLens names; layer index l counts the blocks already appl
   puts a different position (or head) back in each row of one batch, so a layer costs one
   batched forward pass instead of one pass per position;
 * attribution patching is its first-order estimate from one forward and one backward pass on the
-  corrupted prompt: (clean - corrupted activation) . d metric / d activation.
+  corrupted prompt: (clean - corrupted activation) . d metric / d activation;
+* no analysis reads the model's logits: the metric is computed from the last residual point. Every
+  forward here therefore asks the model for the last position's logits only (`ANSWER_LOGITS_ONLY`,
+  transformers' `logits_to_keep=1`), so the LM head (and Gemma 2's soft-cap) runs on one position
+  instead of all of them. Only the LM head's input is trimmed: the blocks and the final norm
+  still run on every position, so every hook (`hook_resid_*`, `hook_z`, `hook_pattern`,
+  `ln_final.hook_scale`) sees the full sequence and the metric is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ import torch
 
 from gendiag.circuits.bridge import AnalysedModel
 from gendiag.circuits.pairs import MinimalPair
+
+# Passed through TransformerBridge's forward to the HF causal LM: the LM head only at the last position
+# (the answer position: prompts are unpadded, or left-padded). See the module docstring.
+ANSWER_LOGITS_ONLY = {"logits_to_keep": 1}
 
 
 def resid_point(model: AnalysedModel, point: int) -> str:
@@ -64,7 +74,8 @@ def _cache_names(model: AnalysedModel) -> set[str]:
 def run_cached(model: AnalysedModel, ids) -> dict[str, torch.Tensor]:
     """The activations the analyses read, for one prompt (batch of one)."""
     names = _cache_names(model)
-    _, cache = model.bridge.run_with_cache(_tokens(ids, model.hf_model.device), names_filter=lambda n: n in names)
+    _, cache = model.bridge.run_with_cache(_tokens(ids, model.hf_model.device), names_filter=lambda n: n in names,
+                                           **ANSWER_LOGITS_ONLY)
     return {name: cache[name].detach().float() for name in names}
 
 
@@ -128,7 +139,8 @@ def _patched_metrics(model: AnalysedModel, corrupt_ids, hook_name: str, patch, n
         def capture(act, hook, captured=captured):
             captured["final"] = act
 
-        model.bridge.run_with_hooks(tokens, fwd_hooks=[(hook_name, edit), (final_name, capture)])
+        model.bridge.run_with_hooks(tokens, fwd_hooks=[(hook_name, edit), (final_name, capture)],
+                                    **ANSWER_LOGITS_ONLY)
         out[rows.start : rows.stop] = logit_diff_of(model, captured["final"].float()).cpu().numpy()
     return out
 
@@ -187,7 +199,7 @@ def attribution_patching(model: AnalysedModel, pair: MinimalPair, clean: dict
     final_name = resid_point(model, model.n_layers)
     with torch.enable_grad():
         model.bridge.run_with_hooks(_tokens(pair.corrupt_ids, model.hf_model.device),
-                                    fwd_hooks=[(name, keeper(name)) for name in names])
+                                    fwd_hooks=[(name, keeper(name)) for name in names], **ANSWER_LOGITS_ONLY)
         metric = logit_diff_of(model, saved[final_name].float())[0]
         metric.backward()
     resid = np.stack([((clean[name][0] - saved[name][0].detach().float()) * saved[name].grad[0].float()).sum(-1)

@@ -89,7 +89,8 @@ def pair_logit_diffs(model: AnalysedModel, pairs: Sequence[MinimalPair]) -> tupl
         for ids, out in ((pair.clean_ids, clean), (pair.corrupt_ids, corrupt)):
             with torch.no_grad():
                 _, cache = model.bridge.run_with_cache(
-                    torch.tensor([list(ids)], device=model.hf_model.device), names_filter=lambda n: n == final
+                    torch.tensor([list(ids)], device=model.hf_model.device), names_filter=lambda n: n == final,
+                    **patching.ANSWER_LOGITS_ONLY,
                 )
                 out[i] = float(patching.logit_diff_of(model, cache[final].float())[0])
     return clean, corrupt

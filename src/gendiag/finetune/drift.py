@@ -70,7 +70,7 @@ def adapter_drift(adapter_dir: str | Path) -> pd.DataFrame:
     _check_config(config, config_path)
 
     with safe_open(str(weights_path), framework="pt") as weights:
-        parts = _lora_parts(weights.keys(), weights_path)
+        parts = _lora_parts(weights.keys(), weights_path, _new_heads(config))
         layers_pattern = config.get("layers_pattern") or "layers"
         rows = []
         for module_path, (key_a, key_b) in parts.items():
@@ -145,11 +145,23 @@ def _check_config(config: dict, path: Path) -> None:
             raise ValueError(f"{path}: {key}={config[key]!r} is not supported: {why}")
 
 
-def _lora_parts(keys: Iterable[str], weights_path: Path) -> dict[str, tuple[str, str]]:
-    """{module path: (lora_A key, lora_B key)} in file order; anything else in the file is refused."""
+def _new_heads(config: dict) -> set[str]:
+    """Modules a sequence-classification adapter adds (its head): they have no base weight to drift from."""
+    if config.get("task_type") != "SEQ_CLS":
+        return set()
+    return {"score", "classifier"} | set(config.get("modules_to_save") or [])
+
+
+def _lora_parts(
+    keys: Iterable[str], weights_path: Path, new_heads: set[str] = frozenset()
+) -> dict[str, tuple[str, str]]:
+    """{module path: (lora_A key, lora_B key)} in file order; anything else in the file is refused,
+    except the new classification head of a SEQ_CLS adapter (`new_heads`), which is skipped."""
     found: dict[str, dict[str, str]] = {}
     unsupported = []
     for key in keys:
+        if key.removeprefix(_PREFIX).split(".")[0] in new_heads:
+            continue
         match = _LORA_KEY.match(key)
         if match is None:
             unsupported.append(key)

@@ -1,4 +1,8 @@
-"""QLoRA label fine-tuning: a 4-bit NF4 base, LoRA adapters, the loss on the answer token only.
+"""QLoRA fine-tuning: a 4-bit NF4 base, LoRA adapters, the loss on the target tokens only.
+
+The paradigm (`gendiag.finetune.paradigms`) decides what the model reads and which tokens are
+targets: the label word (standard, fticl), rationale + answer cue + label word (cot), or the
+class of a sequence-classification head (head).
 
 The training loop is ours rather than the Hugging Face `Trainer`, for three reasons: the loss and
 the logits are computed at the answer position only (one row of the LM head per example, not one
@@ -23,10 +27,21 @@ import pandas as pd
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-from gendiag.io import atomic_path
-from gendiag.models.inputs import answer_logits, collate_left, encode_prompts, length_grouped_batches
+from gendiag.finetune.paradigms import (
+    FTICL,
+    Example,
+    ParadigmSpec,
+    choose_demonstrations,
+    encode_demonstrations,
+    paradigm_examples,
+)
+from gendiag.io import atomic_path, write_json
+from gendiag.models.inputs import collate_left, length_grouped_batches
 from gendiag.models.loading import load_causal_lm, load_tokenizer
 from gendiag.prompts import PromptFormat
+
+IGNORE_INDEX = -100
+DEMONSTRATIONS_FILE = "gendiag_demonstrations.json"
 
 log = logging.getLogger("gendiag.finetune")
 
@@ -62,10 +77,10 @@ class Preempted(RuntimeError):
 
 
 def build_peft_model(base_dir: str | Path, family: str, lora: LoraSettings, settings: TrainSettings,
-                     device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+                     device: torch.device, dtype: torch.dtype, classifier: bool = False) -> torch.nn.Module:
     from peft import prepare_model_for_kbit_training
 
-    model = load_causal_lm(base_dir, family, settings.quantization, device, dtype)
+    model = load_causal_lm(base_dir, family, settings.quantization, device, dtype, classifier=classifier)
     if settings.quantization.get("load_in_4bit", True):
         model = prepare_model_for_kbit_training(
             model,
@@ -78,7 +93,7 @@ def build_peft_model(base_dir: str | Path, family: str, lora: LoraSettings, sett
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if classifier else "CAUSAL_LM",  # SEQ_CLS trains and saves the new head too
     )
     return get_peft_model(model, config)
 
@@ -95,21 +110,32 @@ def finetune(
     checkpoint_dir: str | Path,
     device: torch.device,
     dtype: torch.dtype,
+    paradigm: ParadigmSpec | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Fine-tune and save the PEFT adapter to `adapter_dir`; return (per-step log, summary).
 
     A checkpoint is written to `checkpoint_dir` every `checkpoint_every` steps and on SIGTERM;
     a later call with the same inputs resumes from it and removes it when training completes.
+    fticl writes its demonstrations next to the adapter, since prediction prompts with them too.
     """
+    paradigm = paradigm or ParadigmSpec()
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(base_dir)
     label_ids = prompt.label_token_ids(tokenizer)
-    train_ids = encode_prompts(train["text"].tolist(), tokenizer, prompt, settings.max_length)
-    train_targets = torch.tensor([label_ids[y] for y in train["label"]], dtype=torch.long)
-    val_ids = encode_prompts(val["text"].tolist(), tokenizer, prompt, settings.max_length)
+    context: list[int] = []
+    demonstrations = None
+    if paradigm.name == FTICL:
+        demonstrations = choose_demonstrations(train, paradigm.demonstrations, paradigm.demo_seed,
+                                               "the recipe's training set")
+        train = train[~train["uid"].isin(demonstrations["uid"])].reset_index(drop=True)
+        context = encode_demonstrations(demonstrations, tokenizer, prompt, paradigm.demo_max_tokens)
+    train_examples = paradigm_examples(paradigm, train, tokenizer, prompt, settings.max_length, context,
+                                       "the training set")
+    val_examples = paradigm_examples(paradigm, val, tokenizer, prompt, settings.max_length, context,
+                                     "the validation set")
     val_labels = val["label"].to_numpy()
 
-    model = build_peft_model(base_dir, family, lora, settings, device, dtype)
+    model = build_peft_model(base_dir, family, lora, settings, device, dtype, paradigm.classifier)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -117,7 +143,7 @@ def finetune(
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(settings.warmup_steps, settings.steps))
 
-    fingerprint = _fingerprint(base_dir, train, lora, settings, prompt)
+    fingerprint = _fingerprint(base_dir, train, lora, settings, prompt, paradigm)
     checkpoint = Path(checkpoint_dir) / "state.pt"
     history: list[dict] = []
     start_step = 0
@@ -133,17 +159,16 @@ def finetune(
         else:
             log.warning("ignoring checkpoint %s: it belongs to other inputs or settings", checkpoint)
 
-    plan = _batch_plan([len(s) for s in train_ids], settings)
+    plan = _batch_plan([len(ex.input_ids) for ex in train_examples], settings)
     stop = _StopFlag()
     model.train()
     clock = time.perf_counter()
     step = start_step
     with stop.installed():
         for step in range(start_step + 1, settings.steps + 1):
-            index = plan[step - 1]
-            batch = collate_left([train_ids[i] for i in index], tokenizer.pad_token_id)
-            logits = answer_logits(model, batch)
-            loss = torch.nn.functional.cross_entropy(logits, train_targets[index].to(logits.device))
+            examples = [train_examples[i] for i in plan[step - 1]]
+            batch = collate_left([ex.input_ids for ex in examples], tokenizer.pad_token_id)
+            loss = examples_loss(model, batch, examples, paradigm.classifier)
             loss.backward()
             if settings.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
@@ -158,8 +183,8 @@ def finetune(
                 "seconds": time.perf_counter() - clock,
             }
             if step % settings.eval_every == 0 or step == settings.steps:
-                row.update(evaluate_split(model, val_ids, val_labels, label_ids, tokenizer.pad_token_id,
-                                          settings.batch_size))
+                row.update(evaluate_split(model, val_examples, val_labels, label_ids, tokenizer.pad_token_id,
+                                          settings.batch_size, paradigm.classifier))
                 model.train()
                 log.info("step %d/%d loss %.4f val_loss %.4f val_acc %.3f", step, settings.steps,
                          row["loss"], row["val_loss"], row["val_accuracy"])
@@ -173,6 +198,10 @@ def finetune(
                 raise Preempted(f"stopped by signal {stop.signum} at step {step}; checkpoint {checkpoint}")
 
     model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    if demonstrations is not None:
+        write_json({"max_message_tokens": paradigm.demo_max_tokens,
+                    "demonstrations": demonstrations.to_dict(orient="records")},
+                   Path(adapter_dir) / DEMONSTRATIONS_FILE)
     if checkpoint.exists():
         checkpoint.unlink()
     frame = pd.DataFrame(history)
@@ -188,19 +217,52 @@ def finetune(
         "real_tokens": int(frame["tokens"].sum()),
         "lora": asdict(lora),
         "settings": asdict(settings),
+        "paradigm": asdict(paradigm),
+        "demonstrations": [] if demonstrations is None else demonstrations["uid"].tolist(),
     }
     return frame, summary
 
 
+def target_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], width: int, classifier: bool) -> torch.Tensor:
+    """Logits at the last `width` positions, shape (batch, width, vocab); the head's, (batch, 1, 2).
+
+    Only the target positions go through the LM head (`logits_to_keep`), not the whole sequence.
+    """
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items()}
+    if classifier:
+        return model(**inputs, use_cache=False).logits[:, None, :].float()
+    return model(**inputs, logits_to_keep=width, use_cache=False).logits[:, -width:, :].float()
+
+
+def examples_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], examples: list[Example],
+                  classifier: bool) -> torch.Tensor:
+    """Mean cross-entropy over every target token of the batch (right-aligned, left-padded)."""
+    width = max(len(ex.targets) for ex in examples)
+    targets = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, ex in enumerate(examples):
+        targets[row, width - len(ex.targets):] = torch.as_tensor(ex.targets, dtype=torch.long)
+    logits = target_logits(model, batch, width, classifier)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             targets.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX)
+
+
 @torch.no_grad()
-def evaluate_split(model, encoded, labels, label_ids, pad_id, batch_size) -> dict:
-    """Validation loss over the two label words and accuracy; leaves the model in eval mode."""
+def evaluate_split(model, examples: list[Example], labels, label_ids, pad_id, batch_size,
+                   classifier: bool = False) -> dict:
+    """Validation loss over the two classes and accuracy; leaves the model in eval mode.
+
+    The label is read where it is predicted: at the last position (after the gold rationale, for
+    cot: teacher forcing), or from the head.
+    """
     from gendiag.models.inputs import iter_batches, label_log_odds
 
     model.eval()
-    log_odds = np.empty(len(encoded), dtype=np.float64)
-    for index, batch in iter_batches(encoded, batch_size, pad_id):
-        log_odds[index] = label_log_odds(answer_logits(model, batch), label_ids).cpu().numpy()
+    log_odds = np.empty(len(examples), dtype=np.float64)
+    for index, batch in iter_batches([ex.input_ids for ex in examples], batch_size, pad_id):
+        logits = target_logits(model, batch, 1, classifier)[:, -1, :]
+        log_odds[index] = (logits[:, 1] - logits[:, 0] if classifier
+                           else label_log_odds(logits, label_ids)).cpu().numpy()
     p = 1.0 / (1.0 + np.exp(-log_odds))
     eps = 1e-7
     loss = -np.mean(labels * np.log(p + eps) + (1 - labels) * np.log(1 - p + eps))
@@ -228,13 +290,15 @@ def _warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def _fingerprint(base_dir, train: pd.DataFrame, lora, settings, prompt) -> str:
+def _fingerprint(base_dir, train: pd.DataFrame, lora, settings, prompt, paradigm) -> str:
     digest = hashlib.sha256()
     weights = sorted(Path(base_dir).glob("*.safetensors"))
     for path in weights:
         digest.update(f"{path.name}:{path.stat().st_size}".encode())
     digest.update(pd.util.hash_pandas_object(train[["uid", "text", "label"]], index=False).values.tobytes())
-    digest.update(json.dumps([asdict(lora), asdict(settings), prompt.template, prompt.label_words],
+    if "rationale" in train.columns:
+        digest.update(pd.util.hash_pandas_object(train["rationale"], index=False).values.tobytes())
+    digest.update(json.dumps([asdict(lora), asdict(settings), prompt.template, prompt.label_words, asdict(paradigm)],
                              sort_keys=True, default=str).encode())
     return digest.hexdigest()
 

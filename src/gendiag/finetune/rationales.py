@@ -816,3 +816,42 @@ def planted_cue_recall(frame: pd.DataFrame) -> pd.DataFrame:
             "decoy_alarm_rate": kd / nd if nd else float("nan"),
         })
     return pd.DataFrame(rows)
+
+
+RATIONALE_SOURCES = ("cues", "file")
+
+
+def recipe_rationales(
+    messages: pd.DataFrame,
+    source: str,
+    max_cues: int = 2,
+    label_words: Sequence[str] = (),
+    table: pd.DataFrame | None = None,
+    column: str = "rationale",
+    table_name: str = "the rationale file",
+) -> pd.DataFrame:
+    """One rationale per message (columns uid, rationale), from its cues or from the user's table.
+
+    `file`: `table` needs a `uid` column and a rationale for every message; missing uids are an
+    error naming them (a rationale file written for other data must not train on silence).
+    """
+    if source == "cues":
+        rationales = [cue_rationale(text, max_cues, label_words) for text in messages["text"]]
+        return pd.DataFrame({"uid": messages["uid"].to_numpy(), "rationale": rationales})
+    if source != "file":
+        raise ValueError(f"unknown rationale source '{source}'; choose one of {list(RATIONALE_SOURCES)}")
+    if table is None:
+        raise ValueError("the 'file' rationale source needs a table: set training.cot.file to a CSV or Parquet file")
+    if "uid" not in table.columns:
+        raise ValueError(f"{table_name}: no 'uid' column (columns: {list(map(str, table.columns))}); add the"
+                         " message uids (results/datasets/<recipe>/train.parquet) so rationales can be matched")
+    duplicated = table["uid"][table["uid"].duplicated()].astype(str).tolist()
+    if duplicated:
+        raise ValueError(f"{table_name}: uids listed more than once: {duplicated[:5]}; keep one rationale per uid")
+    matched = messages[["uid"]].merge(table, on="uid", how="left", indicator=True)
+    missing = matched.loc[matched["_merge"] == "left_only", "uid"].astype(str).tolist()
+    if missing:
+        raise ValueError(f"{table_name}: {len(missing)} training/validation message(s) have no rationale, e.g."
+                         f" {missing[:5]}; add a row per uid of the recipe's train and val sets")
+    checked = rationales_from_file(matched.drop(columns="_merge"), column, table_name, label_words)
+    return pd.DataFrame({"uid": matched["uid"].to_numpy(), "rationale": [" " + r for r in checked]})

@@ -32,13 +32,21 @@ def message_budget(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max
 
 
 def encode_prompts(
-    texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat, max_length: int
+    texts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: PromptFormat,
+    max_length: int,
+    context: Sequence[int] = (),
 ) -> list[list[int]]:
-    """Token ids of each prompt; long messages are cut so the question at the end always fits."""
+    """Token ids of each prompt; long messages are cut so the question at the end always fits.
+
+    `context` (in-context demonstrations) goes between the special tokens and the prompt; it does
+    not count against `max_length`, so a message is cut the same with or without demonstrations.
+    """
     special, prefix, suffix = prompt_parts(tokenizer, prompt)
     budget = message_budget(tokenizer, prompt, max_length)
     bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [special + prefix + body[:budget] + suffix for body in bodies]
+    return [special + list(context) + prefix + body[:budget] + suffix for body in bodies]
 
 
 def length_grouped_batches(

@@ -12,7 +12,13 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedTokenizerBase,
+)
 
 from gendiag.models import family_module
 
@@ -66,8 +72,13 @@ def load_causal_lm(
     quantization: dict,
     device: torch.device,
     dtype: torch.dtype,
+    classifier: bool = False,
 ) -> torch.nn.Module:
-    """The base model, in 4-bit NF4 when `quantization.load_in_4bit`, else in `dtype`."""
+    """The base model, in 4-bit NF4 when `quantization.load_in_4bit`, else in `dtype`.
+
+    With `classifier`, the same base with a new two-class sequence-classification head (`score`,
+    kept in full precision, initialised from the torch seed) in place of the LM head.
+    """
     module = family_module(family)
     kwargs: dict = {"dtype": dtype, "attn_implementation": module.ATTN_IMPLEMENTATION}
     if quantization.get("load_in_4bit", True):
@@ -76,9 +87,16 @@ def load_causal_lm(
             bnb_4bit_quant_type=quantization.get("quant_type", "nf4"),
             bnb_4bit_use_double_quant=quantization.get("double_quant", True),
             bnb_4bit_compute_dtype=dtype,
+            **({"llm_int8_skip_modules": ["score"]} if classifier else {}),
         )
         kwargs["device_map"] = {"": str(device)}
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), use_safetensors=True, **kwargs)
+    if classifier:
+        tokenizer = load_tokenizer(base_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), use_safetensors=True, num_labels=2, pad_token_id=tokenizer.pad_token_id, **kwargs
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), use_safetensors=True, **kwargs)
     if not quantization.get("load_in_4bit", True):
         model.to(device)
     patched = disable_cpu_weight_repacking(model)

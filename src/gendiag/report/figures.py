@@ -1122,3 +1122,56 @@ def plot_shap_text_heatmaps(
                      " underlined: inside a planted cue span", x=margin / fig_w, y=1 - 0.06 / fig_h,
                      ha="left", va="top", fontsize=9)
         return _save(fig, stem)
+
+
+# --- prompt robustness -------------------------------------------------------------------------
+
+
+def plot_prompt_robustness(table: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
+    """ΔF1 (variant − main prompt) per model: over all test sets with its bootstrap CI, and per test set.
+
+    `table` is the output of `gendiag.evaluate.robustness.robustness_table`; rows near 0 mean the
+    model answers the same whatever the wording or the demonstrations.
+    """
+    _require(table, ["arch", "recipe", "paradigm", "variant", "testset", "delta_f1", "ci_low", "ci_high"],
+             "prompt-robustness table")
+    overall = table[table["testset"] == "all test sets"]
+    per_testset = table[table["testset"] != "all test sets"]
+    models = list(dict.fromkeys(zip(overall["arch"], overall["recipe"], overall["paradigm"], strict=True)))
+    variants = list(dict.fromkeys(overall["variant"]))
+    colours = dict(zip(variants, ["#3b6ea8", "#c8553d", "#5a9e6f", "#8e6bb0"], strict=False))
+    offsets = dict(zip(variants, (np.arange(len(variants)) - (len(variants) - 1) / 2) * 0.28, strict=True))
+    labels = [f"{arch} · {paradigm}" if recipe == "none" else f"{arch} · {recipe} · {paradigm}"
+              for arch, recipe, paradigm in models]
+    with mpl.rc_context(_STYLE):
+        fig = _new_figure(6.4, 1.2 + 0.42 * len(models) * max(1, len(variants)) ** 0.5)
+        ax = fig.add_subplot()
+        ax.axvline(0, color="0.35", linewidth=0.8)
+        def pick(frame: pd.DataFrame, model: tuple, variant: str) -> pd.DataFrame:
+            return frame[(frame["arch"] == model[0]) & (frame["recipe"] == model[1])
+                         & (frame["paradigm"] == model[2]) & (frame["variant"] == variant)]
+
+        for y, model in enumerate(models):
+            for variant in variants:
+                yy = y + offsets[variant]
+                dots = pick(per_testset, model, variant)
+                ax.scatter(dots["delta_f1"], np.full(len(dots), yy), s=9, color=colours[variant], alpha=0.35,
+                           linewidths=0, zorder=2)
+                row = pick(overall, model, variant)
+                if len(row):
+                    row = row.iloc[0]
+                    ax.errorbar(row["delta_f1"], yy, xerr=[[row["delta_f1"] - row["ci_low"]],
+                                                           [row["ci_high"] - row["delta_f1"]]],
+                                fmt="o", color=colours[variant], markersize=5, capsize=2.5, linewidth=1.2, zorder=3)
+        ax.set_yticks(range(len(models)))
+        ax.set_yticklabels(labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("ΔF1 = F1 with the variant − F1 with the main prompt")
+        ax.xaxis.grid(True, color="0.92", linewidth=0.6)
+        ax.set_axisbelow(True)
+        handles = [Line2D([], [], marker="o", linestyle="", color=colours[v], label=v) for v in variants]
+        handles.append(Line2D([], [], marker="o", linestyle="", color="0.5", alpha=0.35, markersize=4,
+                              label="single test set"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        ax.set_title("Prompt robustness: mean over test sets with 95% paired-bootstrap CI", loc="left", fontsize=9)
+        return _save(fig, stem)
