@@ -50,7 +50,7 @@ def test_dry_run_of_each_shipped_config(configfile):
         assert len(jobs["download"]) == 11  # six Enron-Spam and five SpamAssassin archives
 
 
-MODEL_RULES = {"base_tiny", "finetune", "predict", "shap_explain", "circuits_analyse"}
+MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"}
 
 
 def test_model_jobs_ask_for_the_configured_gpus_and_no_other_job_asks_for_one():

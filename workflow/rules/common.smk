@@ -19,13 +19,17 @@ SEEDS = config["training"]["seeds"]
 TUNED_PARADIGMS = [p for p in config["training"]["paradigms"] if p != "zeroshot"]
 TINY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "tiny"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+# A warning, not an error: a config given with --configfile is merged into config/config.yaml,
+# whose scope names the default models, so a study with other models inherits names it lacks.
 for _paradigm, _scope in config["training"]["paradigm_scope"].items():
     for _key, _known in (("models", MODELS), ("recipes", RECIPES)):
         _unknown = sorted(set(_scope.get(_key) or []) - set(_known))
-        if _unknown:
-            raise ValueError(
-                f"config training.paradigm_scope.{_paradigm}.{_key}: unknown {_unknown}; "
-                f"known {_key}: {_known}"
+        if _unknown and _paradigm in config["training"]["paradigms"]:
+            print(
+                f"gendiag: config training.paradigm_scope.{_paradigm}.{_key} names unknown {_unknown} "
+                f"(known {_key}: {_known}); {_paradigm} trains only the known ones. Set "
+                f"training.paradigm_scope.{_paradigm} in your config to choose.",
+                file=sys.stderr,
             )
 ZEROSHOT_RECIPE = "none"
 ZEROSHOT_SEED = 0
