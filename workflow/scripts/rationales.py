@@ -2,15 +2,14 @@
 
 import pandas as pd
 
-from gendiag.finetune.rationales import recipe_rationales
+from gendiag.finetune.rationales import read_rationale_table, recipe_rationales
 from gendiag.io import setup_logging, write_parquet
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 cot = dict(smk.params.cot)
 messages = pd.concat([pd.read_parquet(smk.input.train), pd.read_parquet(smk.input.val)], ignore_index=True)
-table = pd.read_parquet(smk.input.table) if smk.input.table and str(smk.input.table).endswith(".parquet") else (
-    pd.read_csv(smk.input.table) if smk.input.table else None)
+table = read_rationale_table(smk.input.table) if smk.input.table else None
 rationales = recipe_rationales(messages, cot["rationales"], int(cot["max_cues"]),
                                list(dict(smk.params.label_words).values()), table, cot["column"],
                                str(smk.input.table) if smk.input.table else "")

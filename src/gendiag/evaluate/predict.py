@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from gendiag.finetune.paradigms import cot_prompt
 from gendiag.finetune.rationales import parse_cot_label
-from gendiag.models.inputs import answer_logits, encode_prompts, iter_batches, label_log_odds
+from gendiag.models.inputs import encode_prompts, iter_batches, scored_log_odds
 from gendiag.models.loading import load_causal_lm
 from gendiag.prompts import PromptFormat
 
@@ -64,16 +64,16 @@ def predict_log_odds(
     label_ids = prompt.label_token_ids(tokenizer)
     encoded = encode_prompts(texts, tokenizer, prompt, max_length, context=context)
     scores = np.empty(len(encoded), dtype=np.float64)
-    n_batches = -(-len(encoded) // batch_size)
-    device = next(model.parameters()).device
-    for index, batch in tqdm(iter_batches(encoded, batch_size, tokenizer.pad_token_id), total=n_batches,
-                             desc="predict", mininterval=5, file=sys.stderr, disable=not progress):
-        if classifier:
-            logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits.float()
-            scores[index] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
-        else:
-            scores[index] = label_log_odds(answer_logits(model, batch), label_ids).cpu().numpy()
+    for index, batch in _batches_with_progress(encoded, batch_size, tokenizer.pad_token_id, "predict", progress):
+        scores[index] = scored_log_odds(model, batch, label_ids, classifier).cpu().numpy()
     return scores
+
+
+def _batches_with_progress(encoded, batch_size: int, pad_id: int, desc: str, progress: bool):
+    """`iter_batches` with a progress bar on stderr (every 5 s at most)."""
+    n_batches = -(-len(encoded) // batch_size)
+    return tqdm(iter_batches(encoded, batch_size, pad_id), total=n_batches, desc=desc, mininterval=5,
+                file=sys.stderr, disable=not progress)
 
 
 @torch.no_grad()
@@ -102,9 +102,7 @@ def predict_cot(
     device = next(model.parameters()).device
     generated: list[list[int]] = [[] for _ in texts]
     log_odds = np.full(len(texts), np.nan)
-    n_batches = -(-len(encoded) // batch_size)
-    for index, batch in tqdm(iter_batches(encoded, batch_size, tokenizer.pad_token_id), total=n_batches,
-                             desc="generate", mininterval=5, file=sys.stderr, disable=not progress):
+    for index, batch in _batches_with_progress(encoded, batch_size, tokenizer.pad_token_id, "generate", progress):
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(**batch, logits_to_keep=1, use_cache=True)
         mask, positions = batch["attention_mask"], batch["position_ids"][:, -1:]

@@ -35,12 +35,12 @@ def robustness_table(
     """
     rows = []
     models = ["arch", "recipe", "paradigm"]
+    main_of = dict(tuple(main.groupby([*models, "testset"], sort=False)))
     for keys, variant_rows in variants.groupby([*models, "variant"], sort=True):
         model, variant = keys[:3], keys[3]
         strata = {}
         for testset, rows_v in variant_rows.groupby("testset", sort=True):
-            rows_m = main[(main[models] == pd.Series(dict(zip(models, model, strict=True)))).all(axis=1)
-                          & (main["testset"] == testset)]
+            rows_m = main_of.get((*model, testset), main.iloc[:0])
             strata[testset] = _stratum(rows_m, rows_v, "/".join(map(str, (*model, testset))), variant)
         for name, chosen in [*((t, {t: s}) for t, s in strata.items()), (ALL_TESTSETS, strata)]:
             result = macro_paired_comparison(chosen, "f1", n_resamples, seed, confidence, threshold)

@@ -255,14 +255,12 @@ def evaluate_split(model, examples: list[Example], labels, label_ids, pad_id, ba
     The label is read where it is predicted: at the last position (after the gold rationale, for
     cot: teacher forcing), or from the head.
     """
-    from gendiag.models.inputs import iter_batches, label_log_odds
+    from gendiag.models.inputs import iter_batches, scored_log_odds
 
     model.eval()
     log_odds = np.empty(len(examples), dtype=np.float64)
     for index, batch in iter_batches([ex.input_ids for ex in examples], batch_size, pad_id):
-        logits = target_logits(model, batch, 1, classifier)[:, -1, :]
-        log_odds[index] = (logits[:, 1] - logits[:, 0] if classifier
-                           else label_log_odds(logits, label_ids)).cpu().numpy()
+        log_odds[index] = scored_log_odds(model, batch, label_ids, classifier).cpu().numpy()
     p = 1.0 / (1.0 + np.exp(-log_odds))
     eps = 1e-7
     loss = -np.mean(labels * np.log(p + eps) + (1 - labels) * np.log(1 - p + eps))

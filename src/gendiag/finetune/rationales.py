@@ -32,6 +32,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -819,6 +820,16 @@ def planted_cue_recall(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 RATIONALE_SOURCES = ("cues", "file")
+
+
+def read_rationale_table(path: str | Path) -> pd.DataFrame:
+    """The user's rationale table (`training.cot.file`): CSV or Parquet, by its suffix."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype={"uid": str}, keep_default_na=False)
+    raise ValueError(f"{path}: rationale tables are .csv or .parquet files; convert it or rename it")
 
 
 def recipe_rationales(

@@ -103,3 +103,15 @@ def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
 def label_log_odds(logits: torch.Tensor, label_ids: tuple[int, int]) -> torch.Tensor:
     """log p(malicious) - log p(legitimate), restricted to the two label words."""
     return logits[:, label_ids[1]] - logits[:, label_ids[0]]
+
+
+def scored_log_odds(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], label_ids: tuple[int, int], classifier: bool = False
+) -> torch.Tensor:
+    """log p(malicious) - log p(legitimate) of each row: the two label words at the answer position,
+    or the two logits of a sequence-classification head (`classifier`)."""
+    if not classifier:
+        return label_log_odds(answer_logits(model, batch), label_ids)
+    device = next(model.parameters()).device
+    logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits.float()
+    return logits[:, 1] - logits[:, 0]
