@@ -324,6 +324,44 @@ def run_benchmark(
     }
 
 
+def profile(arch: str, n_messages: int, max_evals: int, batch_size: int, forward_batch_size: int, threads: int,
+            results_dir: str | Path = REPO / "results", testset: str = "credential_phish",
+            adapter: str = "generalist/standard/seed0", max_length: int = 256) -> str:
+    """Where our SHAP path spends its time (for a missed goal): cProfile by cumulative time, then the
+    torch operator table, over `n_messages` explanations after a warm-up."""
+    import cProfile
+    import io
+    import pstats
+
+    torch.set_num_threads(threads)
+    results_dir = Path(results_dir)
+    base_dir = results_dir / "models" / arch / "base"
+    tokenizer = load_tokenizer(base_dir)
+    merged = load_merged(base_dir, arch, results_dir / "finetune" / arch / adapter / "adapter", QUANTIZATION,
+                         torch.device("cpu"), torch.float32)
+    prompt = PromptFormat()
+    messages = load_messages(results_dir / "testsets" / f"{testset}.parquet", n_messages + 1, tokenizer, prompt,
+                             max_length)
+    ours = LogOddsFunction(merged, tokenizer, prompt, max_length, forward_batch_size)
+    texts, uids = messages["text"].tolist(), messages["uid"].tolist()
+    explain_messages(ours, tokenizer, texts[:1], uids[:1], max_evals=max_evals, batch_size=batch_size)  # warm-up
+    out = io.StringIO()
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as ops:
+        profiler.enable()
+        explain_messages(ours, tokenizer, texts[1:], uids[1:], max_evals=max_evals, batch_size=batch_size)
+        profiler.disable()
+    seconds = time.perf_counter() - started
+    out.write(f"## ours: {n_messages} explanations, {seconds:.2f} s (profilers on), max_evals {max_evals},"
+              f" shap batch {batch_size}, forward batch {forward_batch_size}, {threads} threads\n\n")
+    out.write("### cProfile, by cumulative time\n\n")
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+    out.write("\n### torch operators, by self CPU time\n\n")
+    out.write(ops.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    return out.getvalue()
+
+
 def format_table(records: list[dict]) -> str:
     header = (f"{'arch':<8} {'fwd batch':>9} {'ours s/msg':>10} {'4-bit s/msg':>11} {'ratio':>6} {'corr':>8}"
               f" {'merged s/msg':>12} {'ratio':>6} {'corr':>8} {'rows/msg':>8} {'fwd/msg':>7}")

@@ -35,6 +35,14 @@ def test_defaults_are_filled_in():
         (lambda c: c["recipes"]["specialist"].update(corpora=["enron"]), r"unknown corpus 'enron'; defined"),
         (lambda c: c["corpora"]["corporate"].pop("style"), r"`corpora.corporate`: 'style' is a required property"),
         (lambda c: c["models"]["llama"]["lora"].update(target_modules=["qproj"]), r"'qproj' is not allowed"),
+        (lambda c: c["training"]["cot"].update(rationales="teacher"),
+         r"`training.cot.teacher`: set either `model` \(a `models:` entry\) or `id`"),
+        (lambda c: c["training"]["cot"].update(rationales="teacher", teacher={"model": "gpt4"}),
+         r"`training.cot.teacher.model`: unknown model 'gpt4'; defined: \['gemma2', 'llama', 'mistral'\]"),
+        (lambda c: c["training"]["cot"].update(rationales="teacher", teacher={"id": "/models/instruct"}),
+         r"`training.cot.teacher`: `id` needs `family`"),
+        (lambda c: c["training"]["cot"].update(rationales="teacher", teacher={"model": "llama", "instruction": "Why?"}),
+         r"`training.cot.teacher.instruction`: 'Why\?' does not match"),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(edit, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -279,6 +280,40 @@ def test_changing_the_cot_settings_reruns_only_the_cot_model(tiny_study, tmp_pat
     assert jobs["rationales"] == ["recipe=specialist"]
     assert jobs["finetune"] == jobs["predict"] == ["arch=llama, recipe=specialist, paradigm=cot, seed=0"]
     assert "predict_variants" not in jobs and "shap_explain" not in jobs and "circuits_analyse" not in jobs
+
+
+@pytest.mark.slow
+def test_a_teacher_writes_the_rationales_once_and_only_the_cot_model_retrains(tiny_study, tmp_path):
+    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
+    config["training"]["cot"].update(rationales="teacher", teacher={"model": "llama", "max_new_tokens": 16})
+    path = tmp_path / "teacher.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(["-n", "--cores", "2", "--configfile", str(path)], tiny_study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    assert jobs["rationales"] == ["recipe=specialist"]
+    assert jobs["finetune"] == jobs["predict"] == ["arch=llama, recipe=specialist, paradigm=cot, seed=0"]
+    assert "base_tiny" not in jobs and "shap_explain" not in jobs
+
+    # The teacher job itself, in a copy holding only its inputs: the study's Llama base writes.
+    copy = copy_workflow(tmp_path / "copy")
+    for item in ("results/datasets/specialist", "results/models/llama/base"):
+        shutil.copytree(tiny_study / item, copy / item)
+    target = ["results/rationales/specialist.parquet", "--allowed-rules", "rationales"]
+    result = run([*target, "--cores", "2", "--configfile", str(path)], copy, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_parquet(copy / "results/rationales/specialist.parquet")
+    messages = pd.concat([pd.read_parquet(copy / f"results/datasets/specialist/{s}.parquet") for s in ("train", "val")])
+    assert table["uid"].tolist() == messages["uid"].tolist()
+    assert table["rationale"].str.startswith(" Reasoning:").all()
+    assert not table["rationale"].str.contains(r"\b(?:phishing|legitimate)\b", case=False).any()
+    # this briefly pretrained base may write only blank lines: such rows fall back to cue rationales, and say so
+    assert set(table["origin"]) <= {"teacher", "cues (the teacher wrote no usable rationale)"}
+    log = (copy / "results/logs/rationales/specialist.log").read_text()
+    assert "writes rationales for 100 messages" in log and "origin of the rationales" in log
+    # cached: asking again runs nothing
+    again = run(["-n", *target, "--cores", "2", "--configfile", str(path)], copy, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def jobs_after_editing(study: Path, module: str) -> dict[str, list[str]]:

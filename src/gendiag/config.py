@@ -147,11 +147,30 @@ def _cross_references(config: dict) -> list[str]:
         if model["source"] == "hub" and "/" in str(model.get("id", "")) and not Path(model["id"]).exists() \
                 and not model.get("revision"):
             problems.append(f"`models.{name}.revision`: pin a hub revision (commit hash) for reproducibility")
+    problems += _teacher_references(config)
     for key in ("specialist", "generalist"):
         name = config["report"].get(key)
         if name and name not in config["recipes"]:
             problems.append(f"`report.{key}`: unknown recipe '{name}'; defined: {sorted(config['recipes'])}")
     return problems
+
+
+def _teacher_references(config: dict) -> list[str]:
+    """A teacher is a `models:` entry or a hub id/local directory with its family, not both."""
+    cot = config["training"]["cot"]
+    if cot["rationales"] != "teacher" or "cot" not in config["training"]["paradigms"]:
+        return []
+    teacher, key = cot["teacher"], "training.cot.teacher"
+    if bool(teacher.get("model")) == bool(teacher.get("id")):
+        return [f"`{key}`: set either `model` (a `models:` entry) or `id` (a hub id or local model directory)"]
+    if teacher.get("model") and teacher["model"] not in config["models"]:
+        return [f"`{key}.model`: unknown model '{teacher['model']}'; defined: {sorted(config['models'])}"
+                " (or give the teacher's `id` and `family` instead)"]
+    if teacher.get("id") and not teacher.get("family"):
+        return [f"`{key}`: `id` needs `family` (llama, gemma2 or mistral)"]
+    if teacher.get("id") and "/" in teacher["id"] and not Path(teacher["id"]).exists() and not teacher.get("revision"):
+        return [f"`{key}.revision`: pin a hub revision (commit hash) for reproducibility"]
+    return []
 
 
 def _source_references(corpora: dict) -> list[str]:

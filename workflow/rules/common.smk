@@ -178,6 +178,52 @@ def rationales_input(wildcards):
     return f"results/rationales/{wildcards.recipe}.parquet"
 
 
+COT = config["training"]["cot"]
+TEACHER = (
+    COT["teacher"]
+    if COT["rationales"] == "teacher" and "cot" in config["training"]["paradigms"]
+    else None
+)
+
+
+def teacher_base():
+    """The teacher's model directory: a study model's base, or its own snapshot."""
+    if TEACHER is None:
+        return []
+    if TEACHER["model"]:
+        return f"results/models/{TEACHER['model']}/base"
+    return "results/teacher/base"
+
+
+def teacher_family():
+    if TEACHER is None:
+        return None
+    if TEACHER["model"]:
+        return config["models"][TEACHER["model"]]["family"]
+    return TEACHER["family"]
+
+
+def teacher_modules():
+    """The library a teacher job runs on top of the rationale code."""
+    if TEACHER is None:
+        return ()
+    family = f"models.{teacher_family()}"
+    return ("finetune.teacher", "models.__init__", "models.loading", family)
+
+
+def rationales_params():
+    """What the rationales depend on: the source's own settings only."""
+    keys = {
+        "cues": ("max_cues",),
+        "file": ("column",),
+        "teacher": ("max_cues", "answer_cue", "teacher"),
+    }
+    return {
+        "rationales": COT["rationales"],
+        **{k: COT[k] for k in keys[COT["rationales"]]},
+    }
+
+
 def tuned_runs():
     """The fine-tuned runs (every run but the zero-shot baseline)."""
     return [run for run in runs() if run[2] != "zeroshot"]

@@ -4,30 +4,50 @@ rule rationales:
     input:
         train="results/datasets/{recipe}/train.parquet",
         val="results/datasets/{recipe}/val.parquet",
-        table=lambda wc: (
-            config["training"]["cot"]["file"]
-            if config["training"]["cot"]["rationales"] == "file"
-            else []
-        ),
-        code=library("finetune.rationales", "data.synthetic"),
+        table=lambda wc: COT["file"] if COT["rationales"] == "file" else [],
+        teacher=teacher_base(),
+        code=library("finetune.rationales", "data.synthetic", *teacher_modules()),
     output:
         rationales="results/rationales/{recipe}.parquet",
     log:
         "results/logs/rationales/{recipe}.log",
+    benchmark:
+        "results/benchmarks/rationales/{recipe}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: config["compute"]["threads"] if TEACHER else 1
+    resources:
+        **(model_resources() if TEACHER else {"mem_mb": 2000, "runtime": 30}),
+    params:
+        cot=rationales_params(),
+        family=teacher_family(),
+        compute=(
+            {k: config["compute"][k] for k in ("device", "dtype")} if TEACHER else None
+        ),
+        label_words=config["prompt"]["label_words"],
+    script:
+        "../scripts/rationales.py"
+
+
+rule teacher_hub:
+    input:
+        code=library("models.base"),
+    output:
+        base=directory("results/teacher/base"),
+    log:
+        "results/logs/teacher_hub.log",
+    localrule: True
     conda:
         "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=240,
     params:
-        cot={
-            k: config["training"]["cot"][k]
-            for k in ("rationales", "max_cues", "column")
-        },
-        label_words=config["prompt"]["label_words"],
+        model_id=(TEACHER or {}).get("id"),
+        revision=(TEACHER or {}).get("revision"),
     script:
-        "../scripts/rationales.py"
+        "../scripts/base_hub.py"
 
 
 rule finetune:

@@ -5,6 +5,6 @@ from gendiag.models.base import snapshot_pretrained
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
-log.info("%s: %s @ %s", smk.wildcards.arch, smk.params.model_id, smk.params.revision)
+log.info("%s @ %s", smk.params.model_id, smk.params.revision)
 with atomic_path(smk.output.base) as tmp:
     snapshot_pretrained(smk.params.model_id, smk.params.revision, tmp)

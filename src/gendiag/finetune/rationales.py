@@ -819,7 +819,8 @@ def planted_cue_recall(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-RATIONALE_SOURCES = ("cues", "file")
+RATIONALE_SOURCES = ("cues", "file", "teacher")
+"""Where CoT rationales come from; `teacher` is written by `gendiag.finetune.teacher`."""
 
 
 def read_rationale_table(path: str | Path) -> pd.DataFrame:
@@ -849,6 +850,9 @@ def recipe_rationales(
     if source == "cues":
         rationales = [cue_rationale(text, max_cues, label_words) for text in messages["text"]]
         return pd.DataFrame({"uid": messages["uid"].to_numpy(), "rationale": rationales})
+    if source == "teacher":
+        raise ValueError("the 'teacher' rationale source needs a model: use"
+                         " gendiag.finetune.teacher.rationales_from_teacher")
     if source != "file":
         raise ValueError(f"unknown rationale source '{source}'; choose one of {list(RATIONALE_SOURCES)}")
     if table is None:
