@@ -126,8 +126,8 @@ def run_baseline(base_dir, family, train, val, prompt, lora, settings) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
+    from gendiag.finetune.paradigms import label_examples
     from gendiag.finetune.qlora import evaluate_split
-    from gendiag.models.inputs import encode_prompts
     from gendiag.models.loading import load_tokenizer
 
     torch.manual_seed(settings.seed)
@@ -166,8 +166,8 @@ def run_baseline(base_dir, family, train, val, prompt, lora, settings) -> dict:
         result = trainer.train()
         handle.remove()
     label_ids = prompt.label_token_ids(tokenizer)
-    val_ids = encode_prompts(val["text"].tolist(), tokenizer, prompt, settings.max_length)
-    accuracy = evaluate_split(model, val_ids, val["label"].to_numpy(), label_ids, tokenizer.pad_token_id,
+    val_examples = label_examples(val["text"].tolist(), val["label"].tolist(), tokenizer, prompt, settings.max_length)
+    accuracy = evaluate_split(model, val_examples, val["label"].to_numpy(), label_ids, tokenizer.pad_token_id,
                               settings.batch_size)["val_accuracy"]
     return {"seconds": Clock.end - Clock.start, "real_tokens": counted["real"], "padded_tokens": counted["padded"],
             "val_accuracy": accuracy, "final_train_loss": float(result.training_loss)}

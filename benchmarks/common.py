@@ -1,7 +1,8 @@
 """What every benchmark of `benchmarks/run.py` shares: the study's config, the environment, a record's fields.
 
-Settings come from `config/config.yaml` through the library's own validator (`gendiag.config`), so a
-benchmark runs the prompt, LoRA, training, evaluation and circuit settings the study runs.
+Settings come from `config/config.yaml` (or the file in $GENDIAG_BENCH_CONFIG, set by `run.py --config`)
+through the library's own validator (`gendiag.config`), so a benchmark runs the prompt, LoRA,
+training, evaluation and circuit settings of the study whose results it reads.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "config.yaml"
+CONFIG_ENV = "GENDIAG_BENCH_CONFIG"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 THREADS = 2
 
 
-def study_config(path: str | Path = CONFIG) -> dict:
+def study_config(path: str | Path | None = None) -> dict:
     """The workflow config with the schema's defaults filled in, validated as the Snakefile does."""
     from gendiag.config import validate_config
 
+    path = path or os.environ.get(CONFIG_ENV) or CONFIG
     return validate_config(yaml.safe_load(Path(path).read_text()), SCHEMA)
 
 

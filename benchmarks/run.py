@@ -303,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-wait", type=float, default=30.0, help="seconds to wait before a rerun (default 30)")
     parser.add_argument("--no-profile", action="store_true", help="write no profile when a goal is missed")
     parser.add_argument("--keep-study", action="store_true", help="keep the study's clone (printed in its record)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the config the --results were built with (default config/config.yaml)")
     args = parser.parse_args(argv)
+    if args.config:  # the train benchmark's worker processes read it too
+        os.environ[common.CONFIG_ENV] = str(args.config.resolve())
     args.archs = args.archs or (["llama"] if args.quick else list(ARCHS))
     args.retries = args.retries if args.retries is not None else (0 if args.quick else 2)
     args.results = args.results.resolve()

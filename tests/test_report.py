@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from gendiag.evaluate.metrics import CI_COLUMNS, METRICS
-from gendiag.report.figures import plot_cross_dataset_f1, plot_generalisation_gap, plot_training_curves
+from gendiag.report.figures import (
+    ROLE_COLOURS,
+    plot_cross_dataset_f1,
+    plot_generalisation_gap,
+    plot_training_curves,
+    recipe_colours,
+)
 from gendiag.report.tables import (
     CROSS_DATASET_COLUMNS,
     GAP_COLUMNS,
@@ -203,3 +209,17 @@ def test_figures_validate_their_input(tmp_path):
     with pytest.raises(ValueError, match=r"missing column\(s\) \['loss'\]"):
         plot_training_curves(pd.DataFrame(columns=["arch", "recipe", "paradigm", "seed", "step"]),
                              tmp_path / "c")
+
+
+def test_every_training_curve_gets_a_colour_far_from_every_other():
+    """The default study's lines: four specialist paradigms next to the one generalist line."""
+    import itertools
+
+    import matplotlib as mpl
+    import numpy as np
+
+    keys = [("specialist", p) for p in ("standard", "cot", "fticl", "head")] + [("generalist", "standard")]
+    colours = recipe_colours(keys)
+    assert colours[("generalist", "standard")] == ROLE_COLOURS["generalist"]
+    rgb = [np.array(mpl.colors.to_rgb(colours[key])) for key in keys]
+    assert min(np.linalg.norm(a - b) for a, b in itertools.combinations(rgb, 2)) > 0.25

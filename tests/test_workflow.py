@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -314,6 +315,28 @@ def test_a_teacher_writes_the_rationales_once_and_only_the_cot_model_retrains(ti
     # cached: asking again runs nothing
     again = run(["-n", *target, "--cores", "2", "--configfile", str(path)], copy, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_the_quick_training_and_shap_benchmarks_run_against_their_baselines_on_the_tiny_study(tiny_study, tmp_path):
+    """The benchmark scripts call the library like the workflow does; a library change must not break them.
+    (predict and patching need trained models: the tiny study's are near chance, so generate's parse
+    and the minimal pairs say nothing there.)"""
+    out = tmp_path / "bench.jsonl"
+    command = [sys.executable, "benchmarks/run.py", "--quick", "--no-profile", "--only", "train", "shap",
+               "--output", str(out), "--results", str(tiny_study / "results"),
+               "--config", str(tiny_study / "tests/config/tiny.yaml")]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = {r["name"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == {"train_llama", "shap_llama"}
+    train, shap = records["train_llama"], records["shap_llama"]
+    assert train["unit"] == "real tokens/s"
+    assert train["ratio"] == pytest.approx(train["ours"] / train["baseline"], rel=0.02)
+    assert shap["unit"] == "s/message" and shap["ratio"] == pytest.approx(shap["baseline"] / shap["ours"], rel=0.02)
+    assert shap["correlation"] > 0.999
+    assert "train_llama" in result.stdout and "shap_llama" in result.stdout  # the table
 
 
 def jobs_after_editing(study: Path, module: str) -> dict[str, list[str]]:

@@ -245,6 +245,8 @@ def _smoothing_for(n_points: int) -> float:
 
 # One colour per recipe role in every figure, so a reader can carry it from one plot to the next.
 ROLE_COLOURS = {"specialist": "#E07B39", "generalist": "#3A7DBA"}
+MIN_COLOUR_DISTANCE = 0.25
+"""Least RGB distance between a role colour and another line's colour."""
 
 
 def recipe_colours(keys: Sequence) -> dict:
@@ -255,9 +257,11 @@ def recipe_colours(keys: Sequence) -> dict:
     """
     recipes = [key[0] if isinstance(key, tuple) else key for key in keys]
     lines_per_recipe = Counter(recipes)
-    reserved = {colour.upper() for colour in ROLE_COLOURS.values()}
-    palette = itertools.cycle(mpl.colormaps["tab10"].colors)
-    free = (c for c in palette if mpl.colors.to_hex(c).upper() not in reserved)
+    reserved = [np.array(mpl.colors.to_rgb(colour)) for colour in ROLE_COLOURS.values()]
+    # tab10's blue and orange are near the role colours: a specialist line in tab10 blue next to
+    # the generalist's blue would read as the same run.
+    free = itertools.cycle([c for c in mpl.colormaps["tab10"].colors
+                            if min(np.linalg.norm(np.array(c) - r) for r in reserved) > MIN_COLOUR_DISTANCE])
     return {
         key: ROLE_COLOURS[recipe] if recipe in ROLE_COLOURS and lines_per_recipe[recipe] == 1 else next(free)
         for key, recipe in zip(keys, recipes, strict=True)
