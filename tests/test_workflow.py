@@ -269,15 +269,20 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
 
 
+def dry_run_with_cot(study: Path, tmp_path: Path, **cot) -> tuple[Path, dict[str, list[str]]]:
+    """The tiny config with `training.cot` keys changed (its path), and the dry run's jobs in `study`."""
+    config = yaml.safe_load((study / "tests/config/tiny.yaml").read_text())
+    config["training"]["cot"].update(cot)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(["-n", "--cores", "2", "--configfile", str(path)], study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return path, jobs_by_rule(result.stdout)
+
+
 @pytest.mark.slow
 def test_changing_the_cot_settings_reruns_only_the_cot_model(tiny_study, tmp_path):
-    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
-    config["training"]["cot"]["max_cues"] = 2
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
-    result = run(["-n", "--cores", "2", "--configfile", str(changed)], tiny_study, timeout=300)
-    assert result.returncode == 0, result.stderr
-    jobs = jobs_by_rule(result.stdout)
+    _, jobs = dry_run_with_cot(tiny_study, tmp_path, max_cues=2)
     assert jobs["rationales"] == ["recipe=specialist"]
     assert jobs["finetune"] == jobs["predict"] == ["arch=llama, recipe=specialist, paradigm=cot, seed=0"]
     assert "predict_variants" not in jobs and "shap_explain" not in jobs and "circuits_analyse" not in jobs
@@ -285,13 +290,8 @@ def test_changing_the_cot_settings_reruns_only_the_cot_model(tiny_study, tmp_pat
 
 @pytest.mark.slow
 def test_a_teacher_writes_the_rationales_once_and_only_the_cot_model_retrains(tiny_study, tmp_path):
-    config = yaml.safe_load((tiny_study / "tests/config/tiny.yaml").read_text())
-    config["training"]["cot"].update(rationales="teacher", teacher={"model": "llama", "max_new_tokens": 16})
-    path = tmp_path / "teacher.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = run(["-n", "--cores", "2", "--configfile", str(path)], tiny_study, timeout=300)
-    assert result.returncode == 0, result.stderr
-    jobs = jobs_by_rule(result.stdout)
+    path, jobs = dry_run_with_cot(tiny_study, tmp_path, rationales="teacher",
+                                  teacher={"model": "llama", "max_new_tokens": 16})
     assert jobs["rationales"] == ["recipe=specialist"]
     assert jobs["finetune"] == jobs["predict"] == ["arch=llama, recipe=specialist, paradigm=cot, seed=0"]
     assert "base_tiny" not in jobs and "shap_explain" not in jobs

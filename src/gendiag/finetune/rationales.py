@@ -545,7 +545,7 @@ def _cap(evidence: str, limit: int = EVIDENCE_CHARS) -> str:
     return cut.rstrip() + "..."
 
 
-def _scrub(text: str, forbidden: Sequence[str] = ()) -> str:
+def scrub_label_words(text: str, forbidden: Sequence[str] = ()) -> str:
     """Remove label-like words from quoted evidence ("report phishing" -> "report ...")."""
     text = _LABEL_LIKE.sub("...", text)
     for word in forbidden:
@@ -565,7 +565,7 @@ def _phrase(cue: Cue, forbidden: Sequence[str]) -> str:
         phrase = f"{cue.detail} {evidence}" if cue.detail.endswith((" is", " to")) else f"{cue.detail} ({evidence})"
     else:
         phrase = f"{cue.detail} ('{evidence}')"
-    return _scrub(phrase, forbidden)
+    return scrub_label_words(phrase, forbidden)
 
 
 def _select(cues: list[Cue], max_cues: int) -> list[Cue]:
@@ -605,7 +605,7 @@ def cue_rationale(text: str, max_cues: int = 3, forbidden: Sequence[str] = ()) -
         return f"{RATIONALE_PREFIX} " + "; ".join(_phrase(c, forbidden) for c in _select(suspicious, max_cues)) + "."
     domains = list(dict.fromkeys(_registrable(c.evidence)[1] for c in cues if c.kind == "link"))[:max_cues]
     if domains:
-        cited = _scrub(", ".join(_cap(d) for d in domains), forbidden)
+        cited = scrub_label_words(", ".join(_cap(d) for d in domains), forbidden)
         plural = "s" if len(domains) > 1 else ""
         return f"{RATIONALE_PREFIX} ordinary link{plural} ({cited}); no urgency or request for credentials or money."
     return NO_CUE_RATIONALE
@@ -626,7 +626,7 @@ _NEGATED = re.compile(r"(?<![^\W_])(?:not|no|never|isn'?t|is\s+not)[\W_]*$", re.
 _CONNECTOR = re.compile(r"^[\W_]*(?:(?:or|and|nor|vs\.?|versus|either|neither)[\W_]*)?$", re.IGNORECASE)
 
 
-def _loose(phrase: str) -> str:
+def loose_pattern(phrase: str) -> str:
     """A regex for `phrase` that tolerates case, spacing and tokenised punctuation ('answer :')."""
     tokens = re.findall(r"\w+|[^\w\s]", phrase)
     return r"\s*".join(re.escape(t) for t in tokens)
@@ -653,13 +653,13 @@ def parse_cot_label(
         raise ValueError(f"label words must differ, got {label_words!r}")
     if not answer_cue.strip():
         raise ValueError("answer_cue must not be blank")
-    cues = list(re.finditer(rf"(?<!\w){_loose(answer_cue.strip())}", generated, re.IGNORECASE))
+    cues = list(re.finditer(rf"(?<!\w){loose_pattern(answer_cue.strip())}", generated, re.IGNORECASE))
     if not cues:
         return None
     rest = generated[cues[-1].end() :]
     found = []
     for index, word in enumerate(label_words):
-        match = re.search(rf"(?<![^\W_]){_loose(word.strip())}(?![^\W_])", rest, re.IGNORECASE)
+        match = re.search(rf"(?<![^\W_]){loose_pattern(word.strip())}(?![^\W_])", rest, re.IGNORECASE)
         if match:
             found.append((match.start(), -(match.end() - match.start()), index, match))
     if not found:
@@ -669,7 +669,7 @@ def parse_cot_label(
     if _NEGATED.search(rest[: match.start()]):
         return None  # "Answer: not phishing" names a class only by negation: unreadable, not a class
     other = label_words[1 - index].strip()
-    after = re.search(rf"(?<![^\W_]){_loose(other)}(?![^\W_])", rest[match.end() :], re.IGNORECASE)
+    after = re.search(rf"(?<![^\W_]){loose_pattern(other)}(?![^\W_])", rest[match.end() :], re.IGNORECASE)
     if after and _CONNECTOR.match(rest[match.end() : match.end() + after.start()]):
         return None
     return index
@@ -757,7 +757,8 @@ def rationales_from_file(
         )
     if label_words:
         pattern = re.compile(
-            "|".join(rf"(?<![^\W_]){_loose(w.strip())}(?![^\W_])" for w in label_words if w.strip()), re.IGNORECASE
+            "|".join(rf"(?<![^\W_]){loose_pattern(w.strip())}(?![^\W_])" for w in label_words if w.strip()),
+            re.IGNORECASE,
         )
         leaking = [name for name, value in zip(names, values, strict=True) if pattern.search(value)]
         if leaking:

@@ -32,10 +32,11 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from gendiag.finetune.rationales import (
     DEFAULT_ANSWER_CUE,
     RATIONALE_PREFIX,
-    _loose,
-    _scrub,
     cue_rationale,
+    loose_pattern,
+    scrub_label_words,
 )
+from gendiag.models.inputs import iter_batches
 from gendiag.models.loading import load_causal_lm, load_tokenizer
 
 log = logging.getLogger("gendiag.finetune")
@@ -89,7 +90,7 @@ def teacher_prompt(text: str, label: str, tokenizer, settings: TeacherSettings) 
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": request}], add_generation_prompt=True,
                                             tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     return tokenizer(request + EVIDENCE_PREFIX)["input_ids"]
 
 
@@ -103,8 +104,8 @@ def clean_teacher_output(generated: str, forbidden: Sequence[str] = (), answer_c
     line = next((part.strip() for part in generated.splitlines() if part.strip()), "")
     line = re.sub(r"^(?:evidence|reasoning)\s*:\s*", "", line, flags=re.IGNORECASE)
     if answer_cue.strip():
-        line = re.sub(_loose(answer_cue.strip()), "...", line, flags=re.IGNORECASE)
-    line = " ".join(_scrub(line, forbidden).split())
+        line = re.sub(loose_pattern(answer_cue.strip()), "...", line, flags=re.IGNORECASE)
+    line = " ".join(scrub_label_words(line, forbidden).split())
     if not re.search(r"[^\W_]", line.replace("...", "")):
         return None
     return f"{RATIONALE_PREFIX} {line}"
@@ -128,19 +129,14 @@ def generate_greedy(model: torch.nn.Module, tokenizer, prompts: Sequence[Sequenc
     """Greedy continuations of token-id prompts, in length-sorted left-padded batches, stopping
     each row at its end-of-sequence token or at the end of its first non-blank line."""
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
     pad = tokenizer.pad_token_id
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="teacher", mininterval=5, file=sys.stderr, disable=not progress):
-        index = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in index)
-        input_ids = torch.full((len(index), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            attention_mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+    batches = iter_batches(prompts, batch_size, pad)
+    n_batches = -(-len(prompts) // batch_size)
+    for index, batch in tqdm(batches, total=n_batches, desc="teacher", mininterval=5, file=sys.stderr,
+                             disable=not progress):
+        width = batch["input_ids"].shape[1]
+        out = model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                              max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                              stopping_criteria=StoppingCriteriaList([FirstLineWritten(tokenizer, width)]))
         for row, text in zip(index, tokenizer.batch_decode(out[:, width:], skip_special_tokens=True), strict=True):
