@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,25 @@ def classification_metrics(labels: Any, p_malicious: Any, threshold: float = 0.5
     return {name: float(values[name][0]) for name in METRICS}
 
 
+def resample_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's resamples of `n` messages as count matrices, a chunk of resamples at a time.
+
+    Each yielded float64 matrix has one row per resample and one column per message: how often
+    the message was drawn (with replacement, `n` draws per resample) from a generator seeded with
+    `seed`. `bootstrap_ci` and `gendiag.evaluate.operating` draw through here, so the same `seed`
+    gives them the same resamples (and `significance` draws the same way).
+    """
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_CELLS_PER_CHUNK // n)
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        index = rng.integers(0, n, size=(b, n))
+        # How often each message was drawn in each resample: one bincount over offset indices.
+        offsets = (np.arange(b, dtype=np.int64) * n)[:, None]
+        counts = np.bincount((index + offsets).ravel(), minlength=b * n).reshape(b, n)
+        yield counts.astype(np.float64)
+
+
 def bootstrap_ci(
     labels: Any,
     p_malicious: Any,
@@ -158,18 +177,10 @@ def bootstrap_ci(
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
 
-    n = len(scores)
     predicted = scores >= threshold
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CELLS_PER_CHUNK // n)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        index = rng.integers(0, n, size=(b, n))
-        # How often each message was drawn in each resample: one bincount over offset indices.
-        offsets = (np.arange(b, dtype=np.int64) * n)[:, None]
-        counts = np.bincount((index + offsets).ravel(), minlength=b * n).reshape(b, n)
-        for name, values in _weighted_metrics(counts.astype(np.float64), positive, scores, predicted).items():
+    for counts in resample_counts(len(scores), n_resamples, seed):
+        for name, values in _weighted_metrics(counts, positive, scores, predicted).items():
             parts[name].append(values)
 
     alpha = (1.0 - confidence) / 2.0
@@ -185,17 +196,29 @@ def bootstrap_ci(
 
 
 def evaluate_predictions(
-    df: pd.DataFrame, n_resamples: int, seed: int, threshold: float = 0.5
+    df: pd.DataFrame,
+    n_resamples: int,
+    seed: int,
+    threshold: float = 0.5,
+    *,
+    operating: bool = False,
+    val: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Metrics and their bootstrap CIs for one prediction file.
 
     `df` needs ``uid``, ``label`` and ``p_malicious``; the decision is re-derived from
     ``p_malicious >= threshold`` so that every model is scored at the same threshold. If a
     ``pred`` column disagrees with that decision, a warning says how often.
-    Returns ``{"n": ..., <METRICS>, <CI_COLUMNS>}``.
+    Returns ``{"n": ..., <METRICS>, <CI_COLUMNS>}``; with `operating`, followed by
+    `operating.OPERATING_METRICS` and `operating.OPERATING_CI_COLUMNS` (PR-AUC, FPR at recall
+    0.90/0.95, recall at FPR 0.01, Brier, ECE, on the same bootstrap draws). `val`, the same
+    model's predictions on the validation split of the test set's own corpus, adds
+    `operating.RETUNED_COLUMNS` (F1 at the threshold re-tuned on that split); it needs `operating`.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame of predictions; got {type(df).__name__}")
+    if val is not None and not operating:
+        raise ValueError("val (predictions for the re-tuned threshold) is only used with operating=True")
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -221,7 +244,12 @@ def evaluate_predictions(
     ci = bootstrap_ci(
         df["label"], df["p_malicious"], n_resamples=n_resamples, seed=seed, threshold=threshold
     )
-    return {"n": len(df), **point, **ci}
+    out = {"n": len(df), **point, **ci}
+    if operating:
+        from gendiag.evaluate.operating import evaluate_operating  # imports this module
+
+        out.update(evaluate_operating(df, n_resamples=n_resamples, seed=seed, val=val))
+    return out
 
 
 def prediction_files(
