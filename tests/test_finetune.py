@@ -22,7 +22,7 @@ def _lora_grads(model, batch, targets):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3"])
 def test_gradients_reach_lora_weights_after_an_evaluation_pass(micro_bases, small_corpus, family):
     """The bitsandbytes CPU trap: an eval()+no_grad forward must not stop gradients afterwards."""
     import bitsandbytes as bnb

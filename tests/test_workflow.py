@@ -38,16 +38,21 @@ def jobs_by_rule(dry_run_output: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    "configfile", ["config/config.yaml", "tests/config/tiny.yaml", "config/real-tiny.yaml", "config/paper.yaml"]
+    "configfile", ["config/config.yaml", "tests/config/tiny.yaml", "config/real-tiny.yaml", "config/real-small.yaml",
+                   "config/paper.yaml"]
 )
 def test_dry_run_of_each_shipped_config(configfile):
-    if configfile == "config/real-tiny.yaml" and not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} (the public corpora real-tiny.yaml reads) is absent")
+    if configfile.startswith("config/real-") and not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} (the public corpora {configfile} reads) is absent")
     result = run(["-n", "--forceall", "--cores", "2", "--configfile", configfile], REPO, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     jobs = jobs_by_rule(result.stdout)
-    base = "base_hub" if configfile == "config/paper.yaml" else "base_tiny"
-    assert {"ingest", "normalise", "split", base, "finetune", "predict", "cross_dataset_table"} <= set(jobs)
+    bases = {"config/paper.yaml": {"base_hub"}, "config/real-small.yaml": {"base_gguf", "base_tiny"}}
+    assert {"ingest", "normalise", "split", "finetune", "predict", "cross_dataset_table",
+            *bases.get(configfile, {"base_tiny"})} <= set(jobs)
+    if configfile == "config/real-small.yaml":  # every stage, for the pretrained models too
+        assert {"shap_tables", "circuits_tables", "claims_table", "study_summary"} <= set(jobs)
+        assert sorted(jobs["base_gguf"]) == ["arch=gemma3", "arch=smollm2"]
     if configfile == "config/paper.yaml":
         assert len(jobs["download"]) == 11  # six Enron-Spam and five SpamAssassin archives
 

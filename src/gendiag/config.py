@@ -142,6 +142,11 @@ def _cross_references(config: dict) -> list[str]:
     for name, model in config["models"].items():
         if model["source"] == "hub" and not model.get("id"):
             problems.append(f"`models.{name}`: source 'hub' needs `id` (a hub id or a local model directory)")
+        if model["source"] == "gguf" and not model.get("gguf"):
+            problems.append(f"`models.{name}`: source 'gguf' needs `gguf` (its `files` and `sha256`)")
+        if model["source"] != "gguf" and model.get("gguf"):
+            problems.append(f"`models.{name}.gguf`: only a model with source 'gguf' reads it"
+                            f" (source is {model['source']!r})")
         if model["source"] == "tiny" and not model.get("shape"):
             problems.append(f"`models.{name}`: source 'tiny' needs `shape`")
         if model["source"] == "hub" and "/" in str(model.get("id", "")) and not Path(model["id"]).exists() \
@@ -167,7 +172,7 @@ def _teacher_references(config: dict) -> list[str]:
         return [f"`{key}.model`: unknown model '{teacher['model']}'; defined: {sorted(config['models'])}"
                 " (or give the teacher's `id` and `family` instead)"]
     if teacher.get("id") and not teacher.get("family"):
-        return [f"`{key}`: `id` needs `family` (llama, gemma2 or mistral)"]
+        return [f"`{key}`: `id` needs `family` (llama, gemma2, gemma3 or mistral)"]
     if teacher.get("id") and "/" in teacher["id"] and not Path(teacher["id"]).exists() and not teacher.get("revision"):
         return [f"`{key}.revision`: pin a hub revision (commit hash) for reproducibility"]
     return []

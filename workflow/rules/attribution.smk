@@ -36,7 +36,7 @@ rule shap_explain:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        prompt=config["prompt"],
+        prompt=model_prompt,
         quantization=config["training"]["quantization"],
         shap={k: v for k, v in config["shap"].items() if k in SHAP_JOB_KEYS},
         compute={k: config["compute"][k] for k in ("device", "dtype")},

@@ -44,7 +44,7 @@ rule circuits_analyse:
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
         testsets=CIRCUITS_TESTSETS,
-        prompt=config["prompt"],
+        prompt=model_prompt,
         quantization=config["training"]["quantization"],
         batch_size=config["evaluation"]["batch_size"],
         circuits={k: v for k, v in config["circuits"].items() if k != "testsets"},

@@ -19,6 +19,7 @@ SEEDS = config["training"]["seeds"]
 TUNED_PARADIGMS = [p for p in config["training"]["paradigms"] if p != "zeroshot"]
 TINY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "tiny"]
 HUB_MODELS = [m for m in MODELS if config["models"][m]["source"] == "hub"]
+GGUF_MODELS = [m for m in MODELS if config["models"][m]["source"] == "gguf"]
 # A warning, not an error: a config given with --configfile is merged into config/config.yaml,
 # whose scope names the default models, so a study with other models inherits names it lacks.
 for _paradigm, _scope in config["training"]["paradigm_scope"].items():
@@ -103,6 +104,14 @@ def base_params(wildcards):
     """What a tiny base is built from: not its LoRA or training settings, which come later."""
     model = config["models"][wildcards.arch]
     return {k: model[k] for k in ("family", "seed", "shape")}
+
+
+def model_prompt(wildcards):
+    """The prompt block as this job's model reads it: with the model's own chat-template setting."""
+    return {
+        **config["prompt"],
+        "chat_template": config["models"][wildcards.arch]["chat_template"],
+    }
 
 
 PARADIGM_BLOCKS = (

@@ -35,7 +35,7 @@ rule predict:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        prompt=config["prompt"],
+        prompt=model_prompt,
         quantization=config["training"]["quantization"],
         evaluation={k: config["evaluation"][k] for k in ("batch_size", "threshold")},
         compute={k: config["compute"][k] for k in ("device", "dtype")},
@@ -72,7 +72,7 @@ rule predict_variants:
         **model_resources(),
     params:
         family=lambda wc: config["models"][wc.arch]["family"],
-        prompt=config["prompt"],
+        prompt=model_prompt,
         variants=VARIANTS,
         # A function: a plain string param would have its "{text}" read as a wildcard.
         alt_template=lambda wc: config["evaluation"]["alt_template"],

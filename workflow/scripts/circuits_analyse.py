@@ -33,7 +33,8 @@ if overall["label_agreement"] < 0.99:
                 round((1 - overall["label_agreement"]) * overall["n"]))
 
 model = wrap_for_analysis(merged, tokenizer, smk.params.family, prompt)
-pairs, drops = build_pairs(testsets, tokenizer, prompt, max_length, settings)
+pair_length = int(settings.get("max_length") or max_length)
+pairs, drops = build_pairs(testsets, tokenizer, prompt, pair_length, settings)
 tables = analyse_model(model, tokenizer, pairs, settings)
 tables.update(drops=drops, agreement=agreement)
 for name, frame in tables.items():

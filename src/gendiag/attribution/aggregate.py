@@ -12,6 +12,11 @@ flagged `source_artefact` when the score reaches the threshold. `probe_token` sa
 data audit's identifiability probe (a bag-of-words classifier of the corpus) ranks it among a
 corpus's top features: a second opinion that weighs frequency, not only presence, so it is
 reported beside the flag rather than folded into it.
+
+Cue columns (`in_cue_share`, `cue_share_a/b`, `cue_precision_at_k`, `cue_recall_at_k`) compare
+attributions with planted cues, which only synthetic corpora have. Messages of a corpus without
+them (every real corpus) carry no ground truth: their cue values are NaN, never 0, and
+`no_planted_cues` says which cells are NaN for that reason, so that the tables can show it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ CLASS_NAMES = {0: "legitimate", 1: "malicious"}
 FAITHFULNESS_COLUMNS = [
     "arch", "recipe", "paradigm", "testset", "n_seeds", "n_messages", "comprehensiveness", "sufficiency",
     "random_comprehensiveness", "random_sufficiency", "comprehensiveness_ratio", "cue_precision_at_k",
-    "cue_recall_at_k", "cue_k", "additivity_max_error", "merged_max_log_odds_diff", "merged_label_agreement",
+    "cue_recall_at_k", "cue_k", "n_planted_cue_messages", "additivity_max_error", "merged_max_log_odds_diff",
+    "merged_label_agreement",
 ]
 
 
@@ -40,6 +46,23 @@ def read_job_tables(paths: Sequence[str], jobs: Sequence[Sequence]) -> pd.DataFr
     frames = [pd.read_parquet(path).assign(**dict(zip(JOB_KEYS, job, strict=True)))
               for path, job in zip(paths, jobs, strict=True)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=JOB_KEYS)
+
+
+def cue_flags(in_cue: pd.Series) -> np.ndarray:
+    """A token's `in_cue` as floats: 1 inside a planted cue, 0 outside, NaN where the message has no
+    planted cues (no ground truth), whatever the column's dtype (nullable boolean, object or bool)."""
+    return in_cue.astype("boolean").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+
+
+def with_planted_cues(messages: pd.DataFrame, tokens: pd.DataFrame) -> pd.DataFrame:
+    """`messages` with `planted_cues`: whether the message's test set records planted cue spans for it
+    (some token of it has a known `in_cue`), read from the explain jobs' token table."""
+    keys = [k for k in (*JOB_KEYS, "uid") if k in messages.columns and k in tokens.columns]
+    known = (tokens.assign(planted_cues=~np.isnan(cue_flags(tokens["in_cue"])))
+             .groupby(keys, sort=False)["planted_cues"].any().reset_index())
+    out = messages.drop(columns="planted_cues", errors="ignore").merge(known, on=keys, how="left")
+    out["planted_cues"] = out["planted_cues"].fillna(False).astype(bool)
+    return out
 
 
 def token_key(tokens: pd.Series) -> pd.Series:
@@ -114,9 +137,12 @@ def top_tokens(tokens: pd.DataFrame, sources: pd.DataFrame | None, *, top_n: int
 
     `tokens` holds feature tokens with arch, recipe, paradigm, label, uid, token, shap and in_cue.
     ranking "abs" orders by mean |SHAP|; "signed" by mean SHAP toward the class (positive pushes
-    toward malicious, so for legitimate messages the most negative come first).
+    toward malicious, so for legitimate messages the most negative come first). `in_cue_share` is
+    the share of the token's occurrences inside planted cues, over the messages that have them;
+    NaN when none has (no ground truth).
     """
-    frame = tokens.assign(key=token_key(tokens["token"]), abs_shap=tokens["shap"].abs())
+    frame = tokens.assign(key=token_key(tokens["token"]), abs_shap=tokens["shap"].abs(),
+                          in_cue=cue_flags(tokens["in_cue"]))
     frame = frame[frame["key"] != ""]
     grouped = frame.groupby(MODEL_KEYS + ["label", "key"], sort=False).agg(
         mean_abs_shap=("abs_shap", "mean"), mean_shap=("shap", "mean"), count=("shap", "size"),
@@ -156,7 +182,8 @@ def comparisons(tokens: pd.DataFrame, top: pd.DataFrame) -> pd.DataFrame:
     recipes (same architecture), per paradigm and class.
 
     jaccard_top: overlap of the two top |SHAP| token sets (as listed in `top`); rank_corr: Spearman correlation of
-    mean SHAP over the tokens both models saw; artefact/cue share: of each model's top tokens.
+    mean SHAP over the tokens both models saw; artefact/cue share: of each model's top tokens (the
+    cue share NaN when no top token has planted-cue ground truth).
     """
     frame = tokens.assign(key=token_key(tokens["token"]))
     frame = frame[frame["key"] != ""]
@@ -183,20 +210,35 @@ def comparisons(tokens: pd.DataFrame, top: pd.DataFrame) -> pd.DataFrame:
                     "rank_corr": float(corr), "shared_tokens": len(shared),
                     "artefact_share_a": float(top_a["source_artefact"].mean()),
                     "artefact_share_b": float(top_b["source_artefact"].mean()),
-                    "cue_share_a": float(top_a["in_cue_share"].mean()),
-                    "cue_share_b": float(top_b["in_cue_share"].mean()),
+                    "cue_share_a": _mean_or_nan(top_a["in_cue_share"]),
+                    "cue_share_b": _mean_or_nan(top_b["in_cue_share"]),
                 })
     return pd.DataFrame(rows)
 
 
+def _mean_or_nan(values: pd.Series) -> float:
+    """Mean of the known values as a float; NaN when none is known (pd.NA does not convert)."""
+    values = pd.to_numeric(values, errors="coerce").astype(float)
+    return float(values.mean()) if values.notna().any() else float("nan")
+
+
 def faithfulness_table(messages: pd.DataFrame, cue_k: int) -> pd.DataFrame:
-    """Mean faithfulness per model and test set, plus one row per model over all its test sets."""
+    """Mean faithfulness per model and test set, plus one row per model over all its test sets.
+
+    `n_planted_cue_messages` counts the messages with planted-cue ground truth (`planted_cues`, see
+    `with_planted_cues`; without that column, those with a cue score); where it is 0 the cue
+    columns are NaN because there is nothing to compare with, not because recovery failed.
+    """
+    if "planted_cues" not in messages.columns:
+        messages = messages.assign(planted_cues=messages[["cue_precision", "cue_recall"]].notna().any(axis=1))
+    messages = messages.assign(planted_cues=messages["planted_cues"].astype(bool))
     metrics = {
         "n_seeds": ("seed", "nunique"), "n_messages": ("uid", "size"),
         "comprehensiveness": ("comprehensiveness", "mean"), "sufficiency": ("sufficiency", "mean"),
         "random_comprehensiveness": ("random_comprehensiveness", "mean"),
         "random_sufficiency": ("random_sufficiency", "mean"),
         "cue_precision_at_k": ("cue_precision", "mean"), "cue_recall_at_k": ("cue_recall", "mean"),
+        "n_planted_cue_messages": ("planted_cues", "sum"),
         "additivity_max_error": ("additivity_error", "max"),
         "merged_max_log_odds_diff": ("merged_log_odds_diff", "max"),
         "merged_label_agreement": ("merged_label_agrees", "mean"),
@@ -207,3 +249,17 @@ def faithfulness_table(messages: pd.DataFrame, cue_k: int) -> pd.DataFrame:
     table["comprehensiveness_ratio"] = table["comprehensiveness"] / table["random_comprehensiveness"]
     table["cue_k"] = cue_k
     return table.sort_values(MODEL_KEYS + ["testset"], kind="stable")[FAITHFULNESS_COLUMNS].reset_index(drop=True)
+
+
+CUE_COLUMNS = ("in_cue_share", "cue_share_a", "cue_share_b", "cue_precision_at_k", "cue_recall_at_k")
+
+
+def no_planted_cues(table: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per cue column of a SHAP table (top tokens, comparisons, faithfulness): the rows whose value
+    is missing because the messages behind it have no planted cues (no ground truth), as opposed
+    to missing for another reason (a sample without malicious messages has no cue recovery)."""
+    if "n_planted_cue_messages" in table.columns:
+        without = table["n_planted_cue_messages"].fillna(0).eq(0)
+    else:  # top tokens and comparisons: a cue share is NaN only when no occurrence had ground truth
+        without = pd.Series(True, index=table.index)
+    return {column: table[column].isna() & without for column in CUE_COLUMNS if column in table.columns}

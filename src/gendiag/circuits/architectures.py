@@ -3,12 +3,12 @@
 The analyses read a model through TransformerLens hook points, which look the same for every
 architecture. What does not look the same, and how each difference is handled:
 
-* Gemma 2 normalises each block's output before adding it to the residual stream (a post-attention
-  and a post-feed-forward RMSNorm). Per-head outputs therefore add up to what the attention block
+* Gemma 2 and Gemma 3 normalise each block's output before adding it to the residual stream (a
+  post-attention and a post-feed-forward RMSNorm). Per-head outputs therefore add up to what the attention block
   writes only once that norm's scale is frozen at its value on the prompt; Llama and Mistral add
   the attention output as is. (In HF's Gemma2DecoderLayer `post_attention_layernorm` is that
   post-attention norm; in Llama and Mistral the same name is the norm *before* the MLP.)
-* Gemma 2's RMSNorms scale by (1 + weight); Llama's and Mistral's by weight.
+* Gemma 2's and Gemma 3's RMSNorms scale by (1 + weight); Llama's and Mistral's by weight.
 * Gemma 2 soft-caps the final logits (tanh, cap 30). The cap is monotone per logit, so the lens,
   DLA and patching all read the logit difference before it (gendiag.circuits.bridge).
 * Gemma 2 multiplies the embeddings by sqrt(d_model): the lens starts at `blocks.0.hook_resid_pre`,
@@ -50,6 +50,9 @@ QUIRKS = {
     "llama": AnalysisQuirks("llama", 0.0, None, None),
     "mistral": AnalysisQuirks("mistral", 0.0, None, None),
     "gemma2": AnalysisQuirks("gemma2", 1.0, "post_attention_layernorm", "final_logit_softcapping"),
+    # Gemma 3 keeps Gemma 2's post-block norms and (1 + weight) gains; its config has the soft-cap
+    # attribute set to None (it normalises queries and keys instead), which reads as no cap.
+    "gemma3": AnalysisQuirks("gemma3", 1.0, "post_attention_layernorm", "final_logit_softcapping"),
 }
 
 

@@ -146,18 +146,30 @@ def _patched_metrics(model: AnalysedModel, corrupt_ids, hook_name: str, patch, n
 
 
 def patch_resid_positions(model: AnalysedModel, pair: MinimalPair, clean: dict, point: int,
-                          batch_size: int) -> np.ndarray:
-    """Metric with the clean residual at `point` restored at one position per row, shape (n_tokens,)."""
+                          batch_size: int, corrupt_metric: float | None = None) -> np.ndarray:
+    """Metric with the clean residual at `point` restored at one position per row, shape (n_tokens,).
+
+    Attention is causal, so before the first edited position the clean and corrupted residuals are
+    the same at every point: restoring one there changes nothing, and those rows are the corrupted
+    metric without a forward pass (most of a pair whose edit comes late in the message). Pass
+    `corrupt_metric` when it is known; otherwise one unpatched forward gives it.
+    """
     name = resid_point(model, point)
     source = clean[name][0]
+    first = min(pair.edited_positions)
 
     def patch(act, rows):
         act = act.clone()
         for i, position in enumerate(rows):
-            act[i, position] = source[position].to(act.dtype)
+            act[i, first + position] = source[first + position].to(act.dtype)
         return act
 
-    return _patched_metrics(model, pair.corrupt_ids, name, patch, pair.n_tokens, batch_size)
+    out = np.empty(pair.n_tokens)
+    if first and corrupt_metric is None:
+        corrupt_metric = _patched_metrics(model, pair.corrupt_ids, name, lambda act, rows: act, 1, 1)[0]
+    out[:first] = corrupt_metric
+    out[first:] = _patched_metrics(model, pair.corrupt_ids, name, patch, pair.n_tokens - first, batch_size)
+    return out
 
 
 def patch_heads(model: AnalysedModel, pair: MinimalPair, clean: dict, layer: int, batch_size: int) -> np.ndarray:

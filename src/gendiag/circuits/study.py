@@ -124,7 +124,8 @@ def analyse_pair(model: AnalysedModel, pair: MinimalPair, batch_size: int) -> di
     dla = patching.direct_logit_attribution(model, clean).rename(columns={"dla": "clean"})
     dla["corrupt"] = patching.direct_logit_attribution(model, corrupt)["dla"].to_numpy()
 
-    resid_metric = np.stack([patching.patch_resid_positions(model, pair, clean, p, batch_size) for p in range(points)])
+    resid_metric = np.stack([patching.patch_resid_positions(model, pair, clean, p, batch_size, corrupt_metric)
+                             for p in range(points)])
     head_metric = np.stack([patching.patch_heads(model, pair, clean, layer, batch_size)
                             for layer in range(model.n_layers)])
     resid_attr, head_attr, _ = patching.attribution_patching(model, pair, clean)

@@ -8,7 +8,8 @@ import pandas as pd
 from gendiag.circuits.study import NOT_NEEDED, SMALL_EFFECT
 
 JOB_KEYS = ("arch", "recipe", "paradigm", "seed")
-SUMMARY_COLUMNS = (*JOB_KEYS, "n_pairs", "n_candidates", "n_dropped_small_effect", "n_not_needed", "n_layers",
+SUMMARY_COLUMNS = (*JOB_KEYS, "n_pairs", "pair_kinds", "n_candidates", "n_dropped_small_effect", "n_not_needed",
+                   "n_layers",
                    "decision_layer", "decision_depth", "clean_logit_diff", "corrupt_logit_diff", "top_heads",
                    "attr_vs_act_patching_corr", "attr_vs_act_patching_corr_heads",
                    "attr_vs_act_patching_corr_by_point", "cue_position_share", "answer_position_share",
@@ -50,6 +51,14 @@ def format_heads(heads: pd.DataFrame, k: int) -> str:
     return "; ".join(f"L{layer}H{head} {mean[(layer, head)]:.2f}" for layer, head in order)
 
 
+def pair_kinds(pairs: pd.DataFrame) -> str:
+    """The analysed pairs by kind, as "edit_url 2; edit_urgency 1": `cue_toggle` pairs toggle a planted
+    cue (synthetic corpora); `edit_*` pairs are controlled edits of real messages, which have no
+    planted cues, so their edited positions are those of the inserted feature."""
+    counts = pairs.loc[pairs["status"] == "analysed", "kind"].value_counts().sort_index()
+    return "; ".join(f"{kind} {int(n)}" for kind, n in counts.items())
+
+
 def summarise_model(job: dict, tables: dict[str, pd.DataFrame], agreement: pd.DataFrame, top_k: int) -> dict:
     """One row of circuits_summary.csv."""
     pairs = tables["pairs"]
@@ -63,7 +72,7 @@ def summarise_model(job: dict, tables: dict[str, pd.DataFrame], agreement: pd.Da
     merge = {"merge_label_agreement": float(overall["label_agreement"]),
              "merge_max_abs_log_odds_diff": float(overall["max_abs_log_odds_diff"])}
     if counts["n_pairs"] == 0:  # no edit moved this model enough: nothing was analysed
-        return {**{key: job[key] for key in JOB_KEYS}, **counts, "top_heads": "", **merge}
+        return {**{key: job[key] for key in JOB_KEYS}, **counts, "pair_kinds": "", "top_heads": "", **merge}
     lens = tables["lens"].groupby("point")[["clean", "corrupt"]].mean()
     n_layers = int(lens.index.max())
     point = decision_point(lens["clean"].to_numpy())
@@ -71,6 +80,7 @@ def summarise_model(job: dict, tables: dict[str, pd.DataFrame], agreement: pd.Da
     return {
         **{key: job[key] for key in JOB_KEYS},
         **counts,
+        "pair_kinds": pair_kinds(pairs),
         "n_layers": n_layers,
         "decision_layer": point,
         "decision_depth": None if point is None else point / n_layers,

@@ -34,7 +34,7 @@ def variant_prompt(
     if variant == TEMPLATE2:
         if not alt_template:
             raise ValueError("variant template2 needs evaluation.alt_template (a second template with '{text}')")
-        return PromptFormat(template=alt_template, label_words=prompt.label_words), []
+        return prompt.with_template(alt_template), []
     match = KSHOT.fullmatch(variant)
     if not match:
         raise ValueError(f"unknown prompt variant '{variant}'; variants are '{TEMPLATE2}' and 'kshot<k>'")

@@ -99,7 +99,7 @@ def cot_prompt(prompt: PromptFormat, answer_cue: str = DEFAULT_ANSWER_CUE) -> Pr
     template = prompt.template.rstrip()
     if template.endswith(answer_cue.strip()):
         template = template[: -len(answer_cue.strip())].rstrip()
-    return PromptFormat(template=template, label_words=prompt.label_words)
+    return prompt.with_template(template)
 
 
 def label_examples(

@@ -1,12 +1,12 @@
-"""Model families. Each family's quirks live in its own module (llama, gemma2, mistral)."""
+"""Model families. Each family's quirks live in its own module (llama, gemma2, gemma3, mistral)."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from gendiag.models import gemma2, llama, mistral
+from gendiag.models import gemma2, gemma3, llama, mistral
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (llama, gemma2, mistral)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (llama, gemma2, gemma3, mistral)}
 
 
 def family_module(name: str) -> ModuleType:

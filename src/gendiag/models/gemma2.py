@@ -17,6 +17,7 @@ FAMILY = "gemma2"
 MODEL_CLASS = Gemma2ForCausalLM
 ATTN_IMPLEMENTATION = "eager"
 LORA_TARGETS_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+GGUF_ARCHITECTURES = ("gemma2",)  # general.architecture of GGUF files of this family
 
 
 def tiny_config(shape: dict, vocab_size: int, special_ids: dict[str, int]) -> Gemma2Config:

@@ -17,7 +17,12 @@ from gendiag.prompts import PromptFormat
 
 
 def prompt_parts(tokenizer: PreTrainedTokenizerBase, prompt: PromptFormat) -> tuple[list[int], list[int], list[int]]:
-    """Token ids of the special tokens, the prompt before the message and the prompt after it."""
+    """Token ids of the special tokens, the prompt before the message and the prompt after it.
+
+    The prompt is taken as this tokenizer's model reads it (inside its chat template when that
+    applies), so every stage that encodes through here sees the same chat markup.
+    """
+    prompt = prompt.for_tokenizer(tokenizer)
     return (tokenizer("", add_special_tokens=True)["input_ids"],
             tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"],
             tokenizer(prompt.suffix, add_special_tokens=False)["input_ids"])

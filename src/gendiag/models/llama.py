@@ -12,6 +12,7 @@ FAMILY = "llama"
 MODEL_CLASS = LlamaForCausalLM
 ATTN_IMPLEMENTATION = "sdpa"
 LORA_TARGETS_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+GGUF_ARCHITECTURES = ("llama",)  # general.architecture of GGUF files of this family
 
 
 def tiny_config(shape: dict, vocab_size: int, special_ids: dict[str, int]) -> LlamaConfig:

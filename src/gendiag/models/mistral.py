@@ -13,6 +13,7 @@ FAMILY = "mistral"
 MODEL_CLASS = MistralForCausalLM
 ATTN_IMPLEMENTATION = "sdpa"
 LORA_TARGETS_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+GGUF_ARCHITECTURES = ("mistral",)  # general.architecture of GGUF files of this family
 
 
 def tiny_config(shape: dict, vocab_size: int, special_ids: dict[str, int]) -> MistralConfig:

@@ -651,6 +651,8 @@ SHAP_CMAP = "RdBu_r"  # red: toward malicious, blue: toward legitimate
 CUE_COLOUR = "#2A9D8F"
 ARTEFACT_COLOUR = "#E9A03B"
 PLAIN_COLOUR = "#A6A6A6"
+# What a figure shows where a cue metric has nothing to compare with: a corpus without planted cues.
+NO_GROUND_TRUTH = "no ground truth (no planted cues)"
 _TOKEN_KINDS = {
     "cue": (CUE_COLOUR, None, "mostly inside planted cues (≥ 50% of its occurrences)"),
     "artefact": (ARTEFACT_COLOUR, None, "source artefact (tells corpora apart more than labels)"),
@@ -686,7 +688,8 @@ def plot_shap_top_tokens(top: pd.DataFrame, stem: str | os.PathLike, *, n: int =
     highest mean SHAP toward malicious in malicious messages (bars to the right, on top) and the
     `n` with the most negative mean SHAP in legitimate messages (bars to the left, below). The
     bar colour says whether a token lies mostly inside planted cues, is a source artefact, or
-    neither.
+    neither. A model whose tokens have no `in_cue_share` at all (a corpus without planted cues) has
+    no ground truth for the cue colour: its panel says so, and so does the legend.
     """
     needed = ["arch", "recipe", "paradigm", "class", "ranking", "rank", "token", "mean_shap", "count",
               "in_cue_share", "source_artefact"]
@@ -699,6 +702,8 @@ def plot_shap_top_tokens(top: pd.DataFrame, stem: str | os.PathLike, *, n: int =
     multi_paradigm = signed["paradigm"].nunique() > 1
 
     panels = {}
+    with_cues = {model for model, group in top.groupby(list(SHAP_MODEL_KEYS), sort=False)
+                 if pd.to_numeric(group["in_cue_share"], errors="coerce").notna().any()}
     for (arch, recipe, paradigm), group in signed.groupby(list(SHAP_MODEL_KEYS), sort=False):
         group = group.sort_values("rank", kind="stable")
         malicious = group[(group["class"] == "malicious") & (group["mean_shap"] > 0)].head(n)
@@ -715,7 +720,10 @@ def plot_shap_top_tokens(top: pd.DataFrame, stem: str | os.PathLike, *, n: int =
         for i, arch in enumerate(archs):
             for j, (recipe, paradigm) in enumerate(columns):
                 ax = axes[i, j]
-                ax.set_title(_model_title(arch, recipe, paradigm, multi_paradigm))
+                title = _model_title(arch, recipe, paradigm, multi_paradigm)
+                if (arch, recipe, paradigm) in panels and (arch, recipe, paradigm) not in with_cues:
+                    title += f"\n{NO_GROUND_TRUTH}: no cue colour"  # said, not left to look cue-free
+                ax.set_title(title)
                 malicious, legitimate = panels.get((arch, recipe, paradigm), (signed.iloc[:0], signed.iloc[:0]))
                 if malicious.empty and legitimate.empty:
                     ax.set_axis_off()
@@ -756,8 +764,13 @@ def plot_shap_top_tokens(top: pd.DataFrame, stem: str | os.PathLike, *, n: int =
                     ax.set_xlabel("mean SHAP (log-odds)\n← legitimate messages  |  malicious messages →",
                                   fontsize=8)
         kinds = [k for k in ("cue", "artefact", "both", "plain") if k in used_kinds or k != "both"]
+        if not with_cues:  # no model has ground truth: a cue colour in the legend would promise one
+            kinds = [k for k in kinds if k not in ("cue", "both")]
         handles = [Patch(facecolor=_TOKEN_KINDS[k][0], hatch=_TOKEN_KINDS[k][1], edgecolor="white",
-                         label=_TOKEN_KINDS[k][2]) for k in kinds]
+                         label=_TOKEN_KINDS[k][2] if with_cues or k != "plain" else "not a source artefact")
+                   for k in kinds]
+        if any(model not in with_cues for model in panels):
+            handles.append(Patch(facecolor="white", edgecolor="0.6", label=f"{NO_GROUND_TRUTH}: cue share unknown"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2), frameon=False)
         fig.suptitle(f"Tokens that move each model most (mean SHAP): top {n} toward malicious\n"
                      f"in malicious messages, top {n} toward legitimate in legitimate messages",
@@ -941,8 +954,15 @@ def _with_features(own: pd.DataFrame) -> pd.DataFrame:
         own["feature"] = (~own["special"].astype(bool)) & (own["token"].astype(str).str.strip().str.len() > 0)
     own["feature"] = own["feature"].astype(bool)
     cue = own["in_cue"] if "in_cue" in own.columns else pd.Series(pd.NA, index=own.index)
-    own["in_cue"] = cue.astype("boolean").fillna(False).astype(bool)
+    cue = cue.astype("boolean")
+    own["cue_known"] = cue.notna().to_numpy(dtype=bool)  # False: the message has no planted cues
+    own["in_cue"] = cue.fillna(False).astype(bool)
     return own
+
+
+def has_planted_cues(own: pd.DataFrame) -> bool:
+    """Whether a message's tokens (from `message_tokens`) say where its planted cues are."""
+    return bool(len(own)) and bool(own["cue_known"].any())
 
 
 def _wrap_ranges(text: str, width: int) -> list[tuple[int, int]]:
@@ -1045,8 +1065,8 @@ def plot_shap_text_heatmaps(
     Meant for one arch: one row per model (recipe [x paradigm]), `n_messages` messages per row as
     `heatmap_messages` picks them. Each message's colours are scaled by its own largest |SHAP|
     (red: toward malicious, blue: toward legitimate); tokens inside planted cue spans are
-    underlined. Text wraps at `width` characters keeping its line breaks; at most `max_lines`
-    lines are shown.
+    underlined, and a message without planted cues (no ground truth) says so in its title. Text wraps
+    at `width` characters keeping its line breaks; at most `max_lines` lines are shown.
     """
     _require(messages, ["uid", "category", "f_x", "base_value", "text"], "SHAP message table")
     _require(tokens, ["uid", "token", "start", "end", "shap", "special"], "SHAP token table")
@@ -1071,13 +1091,16 @@ def plot_shap_text_heatmaps(
             entries.append((message, message_tokens(tokens, message), min(n_lines, max_lines)))
         rows.append((model, entries))
 
+    known = [has_planted_cues(own) for _, entries in rows for _, own, _ in entries]
     with mpl.rc_context(_STYLE):
         fig = _new_figure(1.0, 1.0)
         fig.set_layout_engine("none")
         char_w = _mono_char_width(fig, fontsize)
         line_h = fontsize * 1.5 / 72
         text_w = width * char_w
-        title_h, note_h, gap_x, gap_y, top_h, bottom_h, margin = 0.42, 0.2, 0.35, 0.22, 0.5, 0.6, 0.1
+        title_h = 0.42 if all(known) else 0.56  # a third title line says there is no ground truth
+        note_h, gap_x, gap_y, bottom_h, margin = 0.2, 0.35, 0.22, 0.6, 0.1
+        top_h = 0.5 if all(known) else 0.68  # and a third line of the figure title
         row_heights = [title_h + max((e[2] for e in entries), default=1) * line_h + note_h for _, entries in rows]
         fig_w = 2 * margin + n_messages * text_w + (n_messages - 1) * gap_x
         fig_h = top_h + sum(row_heights) + gap_y * (len(rows) - 1) + bottom_h
@@ -1100,10 +1123,11 @@ def plot_shap_text_heatmaps(
                     name += f" · seed {message['seed']}"
                 where = f" — {message['testset']}" if "testset" in message else ""
                 label = f" (label {int(message['label'])})" if "label" in message and pd.notna(message["label"]) else ""
+                cues = "" if has_planted_cues(own) else f"\n{NO_GROUND_TRUTH}: nothing to underline"
                 ax.set_title(
                     f"{name}{where} · {message['uid']}\n"
                     f"{message['category']}{label} · f(x) = {float(message['f_x']):+.2f} · base value "
-                    f"{float(message['base_value']):+.2f} · max |SHAP| {scale:.2f}",
+                    f"{float(message['base_value']):+.2f} · max |SHAP| {scale:.2f}{cues}",
                     loc="left", fontsize=8, pad=4, parse_math=False)
                 if hidden:
                     ax.text(0, n_lines + 0.35, f"… {hidden} more line{'s' if hidden > 1 else ''} not shown",
@@ -1121,9 +1145,15 @@ def plot_shap_text_heatmaps(
         colorbar.set_label("SHAP / the message's max |SHAP| (square-root colour scale)\n"
                            "← toward legitimate  |  toward malicious →", fontsize=8)
         colorbar.outline.set_visible(False)
+        if all(known):
+            underline = "; underlined: inside a planted cue span"
+        elif any(known):
+            underline = f"\nunderlined: inside a planted cue span; messages marked \"{NO_GROUND_TRUTH}\" have none"
+        else:
+            underline = f"\n{NO_GROUND_TRUTH} in these messages: nothing is underlined"
         fig.suptitle("SHAP token attributions on example messages\n"
-                     "red: toward malicious, blue: toward legitimate, scaled per message by its max |SHAP|;"
-                     " underlined: inside a planted cue span", x=margin / fig_w, y=1 - 0.06 / fig_h,
+                     "red: toward malicious, blue: toward legitimate, scaled per message by its max |SHAP|"
+                     f"{underline}", x=margin / fig_w, y=1 - 0.06 / fig_h,
                      ha="left", va="top", fontsize=9)
         return _save(fig, stem)
 

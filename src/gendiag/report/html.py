@@ -2,7 +2,8 @@
 
 `shap_heatmap_html` shows every explained message as text, each token's background coloured by its
 SHAP value (red: toward malicious, blue: toward legitimate, scaled per message by its largest
-|SHAP|), with the value in the token's tooltip and planted cue spans underlined.
+|SHAP|), with the value in the token's tooltip and planted cue spans underlined; a message of a
+corpus without planted cues says that it has no ground truth.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import pandas as pd
 from matplotlib.colors import to_hex
 
 from gendiag.attribution.faithfulness import core_span
-from gendiag.report.figures import SHAP_CMAP, SHAP_MODEL_KEYS, _require, _with_features, shap_norm, shap_scale
+from gendiag.report.figures import (
+    NO_GROUND_TRUTH,
+    SHAP_CMAP,
+    SHAP_MODEL_KEYS,
+    _require,
+    _with_features,
+    has_planted_cues,
+    shap_norm,
+    shap_scale,
+)
 
 GROUP_KEYS = (*SHAP_MODEL_KEYS, "seed")
 CATEGORY_ORDER = {"tp": 0, "fp": 1, "fn": 2, "tn": 3}
@@ -50,6 +60,7 @@ details.testset > summary { font-weight: 600; cursor: pointer; }
 .t { border-radius: 2px; }
 .t.c { border-bottom: 2px solid #000; }
 .cue-demo { border-bottom: 2px solid #000; }
+.nogt { font-style: italic; color: #555; }
 """
 
 
@@ -125,6 +136,8 @@ def _message_block(message: pd.Series, own: pd.DataFrame) -> str:
         facts.append(f"special tokens Σ {_number(special.sum())}")
     facts += [f"{name} {_number(message[col], fmt)}" for col, name, fmt in _OPTIONAL_METRICS
               if col in message and pd.notna(message[col])]
+    if not has_planted_cues(own):
+        facts.append(f'<span class="nogt">{_esc(NO_GROUND_TRUTH)}</span>')
     head = (f'<span class="cat cat-{_esc(category)}">{_esc(category)}</span> '
             f'<span class="uid">{_esc(message["uid"])}</span> · ' + " · ".join(facts))
     body = _message_text(str(message["text"]), own)
@@ -158,6 +171,7 @@ def shap_heatmap_html(messages: pd.DataFrame, tokens: pd.DataFrame, title: str) 
     frame = messages.assign(_cat=messages["category"].map(CATEGORY_ORDER).fillna(len(CATEGORY_ORDER)),
                             _fx=-messages["f_x"].astype(float))
     sections = []
+    without_cues = 0
     models = frame.groupby(group_keys, sort=False) if group_keys else [((), frame)]
     for model, model_frame in models:
         model = model if isinstance(model, tuple) else (model,)
@@ -170,6 +184,7 @@ def shap_heatmap_html(messages: pd.DataFrame, tokens: pd.DataFrame, title: str) 
             for _, message in test_frame.sort_values(["_cat", "_fx", "uid"], kind="stable").iterrows():
                 key = tuple(message[k] for k in match) + (message["uid"],)
                 own = _with_features(by_message[key]) if key in by_message else empty
+                without_cues += not has_planted_cues(own)
                 blocks.append(_message_block(message, own))
             parts.append(f'<details class="testset">\n<summary>{_esc(testset)} '
                          f'<span class="count">({_esc(_counts(test_frame))})</span></summary>\n'
@@ -181,7 +196,10 @@ def shap_heatmap_html(messages: pd.DataFrame, tokens: pd.DataFrame, title: str) 
     legend = (f'<div class="legend">toward legitimate<span class="bar" style="background:{_gradient()}"></span>'
               "toward malicious · colours scaled per message by its largest |SHAP| (square root) · "
               '<span class="cue-demo">underlined</span>: inside a planted cue span · '
-              "hover a token for its SHAP value (log-odds of malicious) · f(x) = base value + Σ SHAP</div>")
+              + (f'<span class="nogt">{_esc(NO_GROUND_TRUTH)}</span>: {without_cues} message'
+                 f'{"s" if without_cues != 1 else ""} of corpora without planted cues, nothing to underline · '
+                 if without_cues else "")
+              + "hover a token for its SHAP value (log-odds of malicious) · f(x) = base value + Σ SHAP</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             f"<h1>{_esc(title)}</h1>\n{legend}\n" + "\n".join(sections) + "\n</body>\n</html>\n")

@@ -36,6 +36,28 @@ def _verdict_counts(claims: pd.DataFrame) -> str:
     return ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("supported", "reversed", "not significant"))
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cue_precision_text(row: dict) -> str:
+    """The planted-cue precision of a faithfulness row, or why there is none: a corpus without
+    planted cues has no ground truth; a sample without malicious messages has nothing to recover."""
+    cue, k = row.get("cue_precision_at_k"), row.get("cue_k")
+    if not _missing(cue):
+        return f"; planted-cue precision@{k} {cue:.2f}"
+    if _missing(row.get("n_planted_cue_messages")) or not row["n_planted_cue_messages"]:
+        return f"; planted-cue precision@{k} n/a (no planted cues)"
+    return f"; planted-cue precision@{k} n/a (no explained malicious message)"
+
+
+def _decision_text(row: dict) -> str:
+    if _missing(row.get("decision_layer")):
+        return (f"no decision layer over its {int(row['n_layers'])} layers (the clean prompts' final logit difference"
+                " is not positive on average)")
+    return f"decides at layer {int(row['decision_layer'])} of {int(row['n_layers'])}"
+
+
 def study_summary(
     claims: pd.DataFrame,
     cross: pd.DataFrame,
@@ -67,8 +89,7 @@ def study_summary(
     if shap is not None and not shap.empty:
         lines += ["## Explanations (SHAP)", ""]
         for row in shap[shap["testset"] == "all"].to_dict("records"):
-            cue = row.get("cue_precision_at_k")
-            cue_text = "" if cue is None or math.isnan(cue) else f"; planted-cue precision@{row['cue_k']} {cue:.2f}"
+            cue_text = _cue_precision_text(row)
             lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: deleting the top SHAP tokens removes "
                          f"{row['comprehensiveness_ratio']:.1f}x the prediction that random tokens do{cue_text}")
         lines.append("")
@@ -79,9 +100,8 @@ def study_summary(
                 lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: no pair moved the prediction enough "
                              "to analyse")
                 continue
-            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {int(row['n_pairs'])} pairs; decides "
-                         f"at layer {int(row['decision_layer'])} of {int(row['n_layers'])}; top heads "
-                         f"{row['top_heads']}; {row['cue_position_share']:.0%} of the patching effect on the edited "
-                         "tokens")
+            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {int(row['n_pairs'])} pairs; "
+                         f"{_decision_text(row)}; top heads {row['top_heads']}; {row['cue_position_share']:.0%} of "
+                         "the patching effect on the edited tokens")
         lines.append("")
     return "\n".join(lines)
