@@ -122,11 +122,19 @@ def convert_gguf(spec: Mapping, family: str, out_dir: str | Path, key: str = "gg
     `out_dir` must not exist yet (write to a temporary directory and rename it, gendiag.io.atomic_path).
     Returns the provenance written to `out_dir/gendiag_source.json`.
     """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True)
+    try:
+        return _convert(spec, family, out_dir, key)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # nothing half-converted that looks like a model
+        raise
+
+
+def _convert(spec: Mapping, family: str, out_dir: Path, key: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True)
     scratch = out_dir / ".gguf"
     scratch.mkdir()
     pieces = [locate_piece(piece, f"{key}.files[{i}]") for i, piece in enumerate(spec["files"])]
