@@ -39,6 +39,51 @@ def test_claim_specs_cover_recipes_paradigms_and_architecture_pairs():
     assert all(s.direction == "observed" for s in by_family["architecture"])
 
 
+BASELINE = [Group("classical", r, "tfidf") for r in ("specialist", "generalist")]
+
+
+def test_every_fine_tuned_llm_is_compared_with_the_classical_baseline_of_its_recipe():
+    specs = claim_specs(groups(paradigms=("standard", "fticl")) + BASELINE, TESTSETS, IN_DOMAIN, "specialist",
+                        "generalist")
+    baseline = [s for s in specs if s.family == "baseline"]
+    # per arch x tuned paradigm: specialist out of and in domain, generalist (trained on every test set) on all
+    assert len(baseline) == 2 * 2 * 3
+    assert all(s.b == Group("classical", s.a.recipe, "tfidf") and s.direction == "hypothesis" for s in baseline)
+    assert {s.a.paradigm for s in baseline} == {"standard", "fticl"}  # never the zero-shot models
+    scopes = {(s.a.recipe, s.scope): s.testsets for s in baseline}
+    assert scopes == {("specialist", "out of domain"): ("credential_phish", "mailing_list"),
+                      ("specialist", "in domain"): ("corporate",), ("generalist", "all test sets"): tuple(TESTSETS)}
+    claims = {(s.arch, s.a.recipe, s.a.paradigm, s.scope): s.claim for s in baseline}
+    expected = "LLM (fticl) > classical baseline in domain (specialist)"
+    assert claims["llama", "specialist", "fticl", "in domain"] == expected
+    # The baseline is no architecture to pair with the LLMs, nor a paradigm of theirs; it has its own recipe claims.
+    assert not any("classical" in (s.a.arch, s.b.arch) for s in specs if s.family in ("architecture", "paradigm"))
+    recipe = [s for s in specs if s.family == "recipe" and s.arch == "classical"]
+    assert [s.claim for s in recipe] == ["generalist > specialist out of domain", "specialist > generalist in domain"]
+    # Without a baseline run (classical.enabled: false) there is no baseline claim.
+    assert not [s for s in claim_specs(groups(), TESTSETS, IN_DOMAIN, "specialist", "generalist")
+                if s.family == "baseline"]
+
+
+def test_baseline_claims_are_answered_and_summarised():
+    quality = {**QUALITY, ("classical", "specialist", "tfidf"): 0.6, ("classical", "generalist", "tfidf"): 0.6}
+    specs = claim_specs(groups() + BASELINE, TESTSETS, IN_DOMAIN, "specialist", "generalist")
+    claims = evaluate_claims(predictions(quality), specs, n_resamples=300)
+    rows = claims[claims["family"] == "baseline"].set_index(["arch", "scope"])
+    assert rows.loc[("gemma2", "all test sets"), "claim"] == "LLM (standard) > classical baseline on all test sets " \
+                                                              "(generalist)"
+    better, same = rows.loc[("gemma2", "all test sets")], rows.loc[("llama", "all test sets")]
+    assert better["effect"] > 0.2 and better["ci_low"] > 0 and better["p_value"] < 0.01  # 97% vs 60% right
+    assert same["ci_low"] < 0 < same["ci_high"] and same["verdict"] == "not significant"  # 60% vs 60%
+    assert rows.loc[("gemma2", "all test sets"), "b"] == "classical/generalist/tfidf"
+    text = study_summary(claims, pd.DataFrame({"testset": ["corporate"], "arch": ["classical"],
+                                               "recipe": ["generalist"], "paradigm": ["tfidf"], "f1": [0.8]}),
+                         SETTINGS)
+    assert "## Fine-tuned LLMs vs the classical baseline" in text
+    for row in claims[claims["family"] == "baseline"].to_dict("records"):
+        assert f"- {format_finding(row)}" in text
+
+
 def predictions(quality: dict[tuple[str, str, str], float], n=120, seeds=(0,)) -> pd.DataFrame:
     """Every group scores the same messages; `quality` is the share of messages each gets right."""
     rng = np.random.default_rng(0)

@@ -43,6 +43,11 @@ def test_defaults_are_filled_in():
          r"`training.cot.teacher`: `id` needs `family`"),
         (lambda c: c["training"]["cot"].update(rationales="teacher", teacher={"model": "llama", "instruction": "Why?"}),
          r"`training.cot.teacher.instruction`: 'Why\?' does not match"),
+        (lambda c: c["models"].update(classical=c["models"]["llama"]),
+         r"`models.classical`: the name is the classical baseline's"),
+        (lambda c: c["classical"].update(char_ngrams=[5, 3]), r"`classical.char_ngrams`: \[5, 3\] is not a range"),
+        (lambda c: c["classical"].update(C=0), r"`classical.C`: 0 is less than or equal to the minimum"),
+        (lambda c: c["classical"].update(class_weight="auto"), r"`classical.class_weight`: 'auto' is not allowed"),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(edit, message):
@@ -70,3 +75,15 @@ def test_command_line_strings_are_coerced_to_the_schema_types():
     config["training"]["steps"] = "five"
     with pytest.raises(ConfigError, match="`training.steps`: expected integer, got str 'five'"):
         validate_config(config, SCHEMA)
+
+
+def test_the_classical_baseline_settings_are_the_librarys_and_its_run_keys_agree():
+    from gendiag import config as config_module
+    from gendiag.evaluate import classical
+
+    config = validate_config(load(), SCHEMA)
+    settings = {k: v for k, v in config["classical"].items() if k != "enabled"}
+    assert classical.TfidfSettings.from_mapping(settings) == classical.TfidfSettings(C_grid=())  # the defaults
+    assert (config_module.CLASSICAL_ARCH, config_module.CLASSICAL_PARADIGM) == (classical.ARCH, classical.PARADIGM)
+    config = validate_config({k: v for k, v in load().items() if k != "classical"}, SCHEMA)
+    assert config["classical"]["enabled"] is True  # the baseline is on unless switched off

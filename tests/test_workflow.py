@@ -50,6 +50,9 @@ def test_dry_run_of_each_shipped_config(configfile):
     bases = {"config/paper.yaml": {"base_hub"}, "config/real-small.yaml": {"base_gguf", "base_tiny"}}
     assert {"ingest", "normalise", "split", "finetune", "predict", "cross_dataset_table",
             *bases.get(configfile, {"base_tiny"})} <= set(jobs)
+    # The classical baseline, once per recipe, in every study.
+    recipes = yaml.safe_load((REPO / configfile).read_text())["recipes"]
+    assert sorted(jobs["tfidf_baseline"]) == sorted(f"recipe={r}" for r in recipes)
     if configfile == "config/real-small.yaml":  # every stage, for the pretrained models too
         assert {"shap_tables", "circuits_tables", "claims_table", "study_summary"} <= set(jobs)
         assert sorted(jobs["base_gguf"]) == ["arch=gemma3", "arch=smollm2"]
@@ -108,9 +111,11 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     expected = ["arch", "recipe", "paradigm", "seed", "testset", "in_domain", "n", "f1", "f1_ci_low", "f1_ci_high",
                 "precision", "recall", "accuracy", "auroc"]
     assert list(cross.columns[: len(expected)]) == expected
-    # (2 architectures x (zero-shot + 2 recipes) + llama's cot, fticl and head on the specialist) x 2 test sets
-    assert len(cross) == (2 * 3 + 3) * 2
-    assert set(cross["paradigm"]) == {"zeroshot", "standard", "cot", "fticl", "head"}
+    # (2 architectures x (zero-shot + 2 recipes) + llama's cot, fticl and head on the specialist
+    #  + the classical baseline of each recipe) x 2 test sets
+    assert len(cross) == (2 * 3 + 3 + 2) * 2
+    assert set(cross["paradigm"]) == {"zeroshot", "standard", "cot", "fticl", "head", "tfidf"}
+    assert sorted(cross.loc[cross["arch"] == "classical", "recipe"].unique()) == ["generalist", "specialist"]
     for metric in ("f1", "precision", "recall", "accuracy"):
         assert cross[metric].between(0, 1).all()
     assert (cross["f1_ci_low"] <= cross["f1"] + 1e-9).all() and (cross["f1"] <= cross["f1_ci_high"] + 1e-9).all()
@@ -142,11 +147,14 @@ def test_tiny_study_answers_every_claim_and_writes_the_summary_from_the_numbers(
     for column in ("claim", "arch", "effect", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict"):
         assert column in claims.columns
     # per arch: generalist vs specialist out of / in domain, standard vs zero-shot per recipe (2);
-    # llama vs mistral per recipe and for zero-shot (3); cot, fticl and head vs standard for llama (3)
-    assert len(claims) == 2 * 2 + 2 * 2 + 3 + 3
+    # llama vs mistral per recipe and for zero-shot (3); cot, fticl and head vs standard for llama (3);
+    # the baseline's generalist vs specialist (2); every fine-tuned LLM vs the baseline of its recipe: out of and in
+    # domain for the specialist, on all test sets for the generalist (llama 4 paradigms: 2 + 1 + 3 x 2; mistral 3)
+    assert len(claims) == 2 * 2 + 2 * 2 + 3 + 3 + 2 + 9 + 3
     for paradigm in ("cot", "fticl", "head"):
         assert f"{paradigm} > standard out of domain (specialist)" in set(claims["claim"])
-    assert set(claims["family"]) == {"recipe", "paradigm", "architecture"}
+        assert f"LLM ({paradigm}) > classical baseline out of domain (specialist)" in set(claims["claim"])
+    assert set(claims["family"]) == {"recipe", "paradigm", "architecture", "baseline"}
     assert (claims["p_adjusted"] >= claims["p_value"] - 1e-12).all()
     assert (claims["ci_low"] <= claims["effect"] + 1e-9).all() and (claims["effect"] <= claims["ci_high"] + 1e-9).all()
     assert set(claims["verdict"]) <= {"supported", "reversed", "not significant"}

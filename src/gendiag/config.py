@@ -10,6 +10,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+# The classical baseline's run keys (`gendiag.evaluate.classical.ARCH` and `PARADIGM`), here so that
+# the workflow reads them without importing scikit-learn; its seed is fixed (the fit is deterministic).
+CLASSICAL_ARCH = "classical"
+CLASSICAL_PARADIGM = "tfidf"
+CLASSICAL_SEED = 0
+
 
 class ConfigError(ValueError):
     """The workflow config is invalid; the message lists every problem with its key."""
@@ -139,6 +145,15 @@ def _cross_references(config: dict) -> list[str]:
         for testset in config.get(block, {}).get("testsets") or []:
             if testset not in evaluated:
                 problems.append(f"`{block}.testsets`: '{testset}' is not an evaluated test set; evaluated: {evaluated}")
+    classical = config.get("classical", {})
+    if classical.get("enabled") and CLASSICAL_ARCH in config["models"]:
+        problems.append(f"`models.{CLASSICAL_ARCH}`: the name is the classical baseline's (`classical`); rename the "
+                        "model, or set `classical.enabled: false`")
+    for key in ("word_ngrams", "char_ngrams"):
+        low, high = classical.get(key, (1, 1))
+        if low > high:
+            problems.append(f"`classical.{key}`: [{low}, {high}] is not a range; give [min_n, max_n] with "
+                            "min_n <= max_n")
     for name, model in config["models"].items():
         if model["source"] == "hub" and not model.get("id"):
             problems.append(f"`models.{name}`: source 'hub' needs `id` (a hub id or a local model directory)")

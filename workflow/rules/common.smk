@@ -5,7 +5,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gendiag.config import validate_config  # noqa: E402
+from gendiag.config import (  # noqa: E402
+    CLASSICAL_ARCH,
+    CLASSICAL_PARADIGM,
+    CLASSICAL_SEED,
+    validate_config,
+)
 from gendiag.data.corpus import corpus_sources, download_name  # noqa: E402
 
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -233,6 +238,26 @@ def rationales_params():
     }
 
 
+CLASSICAL = config["classical"]
+
+
+def classical_runs():
+    """The classical baseline, one per recipe: (classical, recipe, tfidf, 0); none when it is off."""
+    if not CLASSICAL["enabled"]:
+        return []
+    return [(CLASSICAL_ARCH, recipe, CLASSICAL_PARADIGM, CLASSICAL_SEED) for recipe in RECIPES]
+
+
+def classical_settings():
+    """The baseline's hyper-parameters (`gendiag.evaluate.classical.TfidfSettings`)."""
+    return {k: v for k, v in CLASSICAL.items() if k != "enabled"}
+
+
+def evaluated_runs():
+    """Every model the tables, figures and claims compare: the LLM runs and the classical baseline."""
+    return runs() + classical_runs()
+
+
 def tuned_runs():
     """The fine-tuned runs (every run but the zero-shot baseline)."""
     return [run for run in runs() if run[2] != "zeroshot"]
@@ -250,7 +275,7 @@ def predictions_of(arch, recipe, paradigm, seed):
 
 
 def all_predictions():
-    return [p for run in runs() for p in predictions_of(*run)]
+    return [p for run in evaluated_runs() for p in predictions_of(*run)]
 
 
 def all_train_logs():
@@ -303,7 +328,7 @@ def study_outputs():
     figure_names = ["cross_dataset_f1"] + (
         ["training_curves", "generalisation_gap", "weight_drift"] if tuned else []
     )
-    if len(runs()) > 1:  # a claim compares two models
+    if len(evaluated_runs()) > 1:  # a claim compares two models
         table_names.append("claims")
     if variant_runs():
         table_names.append("prompt_robustness")
@@ -361,7 +386,7 @@ def study_outputs():
             ],
             ext=["pdf", "png"],
         )
-    if len(runs()) > 1:
+    if len(evaluated_runs()) > 1:
         reports.append("results/report/summary.md")
     return tables + figures + reports + audit
 

@@ -84,6 +84,37 @@ rule predict_variants:
         "../scripts/predict_variants.py"
 
 
+# The classical baseline: TF-IDF + logistic regression on a recipe's training split (the LLMs'
+# split), written as a prediction file per test set like any model's (arch classical, paradigm tfidf).
+rule tfidf_baseline:
+    input:
+        train="results/datasets/{recipe}/train.parquet",
+        val="results/datasets/{recipe}/val.parquet",
+        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        code=library("evaluate.metrics", "evaluate.classical"),
+    output:
+        model="results/classical/{recipe}/model.npz",
+        predictions=expand(
+            f"results/predictions/{CLASSICAL_ARCH}/{{{{recipe}}}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
+            testset=TESTSETS,
+        ),
+    log:
+        "results/logs/tfidf_baseline/{recipe}.log",
+    benchmark:
+        "results/benchmarks/tfidf_baseline/{recipe}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=classical_settings(),
+        threshold=config["evaluation"]["threshold"],
+    script:
+        "../scripts/tfidf_baseline.py"
+
+
 rule prompt_robustness:
     input:
         predictions=[p for run in variant_runs() for p in predictions_of(*run)],
@@ -145,7 +176,7 @@ rule cross_dataset_table:
         mem_mb=2000,
         runtime=30,
     params:
-        runs=runs(),
+        runs=evaluated_runs(),
         testsets=TESTSETS,
         in_domain=in_domain_map(),
         evaluation={
@@ -209,7 +240,7 @@ rule claims_table:
         mem_mb=4000,
         runtime=30,
     params:
-        runs=runs(),
+        runs=evaluated_runs(),
         testsets=TESTSETS,
         in_domain=in_domain_map(),
         comparison=config["report"],

@@ -20,7 +20,7 @@ rule figure_cross_dataset_f1:
         mem_mb=2000,
         runtime=30,
     params:
-        recipe_order=list(dict.fromkeys(run[1] for run in runs())),
+        recipe_order=list(dict.fromkeys(run[1] for run in evaluated_runs())),
         testset_order=TESTSETS,
     script:
         "../scripts/figure_cross_dataset_f1.py"

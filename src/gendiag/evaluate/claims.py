@@ -8,7 +8,10 @@ its seeds) on the same test messages. Three families, built from whatever the co
 - **paradigm**: every fine-tuning paradigm against `standard`, and `standard` against the
   zero-shot baseline, per architecture and recipe, out of domain of that recipe;
 - **architecture**: every pair of architectures on the same recipe and paradigm, oriented by the
-  observed difference (no architecture is hypothesised better, and the test is two-sided).
+  observed difference (no architecture is hypothesised better, and the test is two-sided);
+- **baseline**: every fine-tuned LLM (each architecture and paradigm) against the classical
+  TF-IDF + logistic regression baseline trained on the same recipe, out of domain and in domain
+  of that recipe (or on every test set for a recipe that trains on all of them).
 
 "Out of domain" means the test sets the recipe was not trained on (the generalisation-gap table's
 definition); a recipe trained on every corpus has none, and its claims use every test set. The
@@ -28,10 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gendiag.evaluate.classical import ARCH as CLASSICAL_ARCH
+from gendiag.evaluate.classical import PARADIGM as CLASSICAL_PARADIGM
 from gendiag.evaluate.significance import adjust_p_values, macro_paired_comparison, verdict
 
 ZEROSHOT = "zeroshot"
 STANDARD = "standard"
+BASELINE = "classical baseline"
 PREDICTION_KEYS: tuple[str, ...] = ("arch", "recipe", "paradigm", "seed", "testset")
 CLAIM_COLUMNS: tuple[str, ...] = (
     "claim", "family", "arch", "a", "b", "scope", "testsets", "metric", "effect", "ci_low", "ci_high",
@@ -82,14 +88,16 @@ def claim_specs(
 ) -> list[ClaimSpec]:
     """Every claim the runs in `groups` can answer, in a stable order."""
     present = set(groups)
-    archs = sorted({g.arch for g in groups})
-    tuned = sorted({g.paradigm for g in groups if g.paradigm != ZEROSHOT})
+    archs = sorted({g.arch for g in groups if g.arch != CLASSICAL_ARCH})
+    tuned = sorted({g.paradigm for g in groups if g.paradigm not in (ZEROSHOT, CLASSICAL_PARADIGM)})
     recipes = sorted({g.recipe for g in groups if g.paradigm != ZEROSHOT})
     specs: list[ClaimSpec] = []
 
     spec_ood = tuple(t for t in testsets if t not in in_domain.get(specialist, []))
     spec_in = tuple(t for t in testsets if t in in_domain.get(specialist, []))
-    for arch, paradigm in itertools.product(archs, tuned):
+    # The classical baseline enters the recipe family too: does training-set diversity help it?
+    with_baseline = [*itertools.product(archs, tuned), (CLASSICAL_ARCH, CLASSICAL_PARADIGM)]
+    for arch, paradigm in with_baseline:
         gen, spec = Group(arch, generalist, paradigm), Group(arch, specialist, paradigm)
         if gen in present and spec in present:
             if spec_ood:
@@ -114,7 +122,19 @@ def claim_specs(
             specs.append(ClaimSpec("paradigm", f"{STANDARD} > {ZEROSHOT} {_said(scope)} ({recipe})", arch, standard,
                                    zeroshot[0], scope, scoped, "hypothesis"))
 
-    settings = sorted({(g.recipe, g.paradigm) for g in groups})
+    for arch, recipe, paradigm in itertools.product(archs, recipes, tuned):
+        llm, baseline = Group(arch, recipe, paradigm), Group(CLASSICAL_ARCH, recipe, CLASSICAL_PARADIGM)
+        if llm not in present or baseline not in present:
+            continue
+        inside = tuple(t for t in testsets if t in in_domain.get(recipe, []))
+        outside = tuple(t for t in testsets if t not in inside)
+        scopes = ([("out of domain", outside)] + ([("in domain", inside)] if inside else []) if outside
+                  else [("all test sets", tuple(testsets))])
+        for scope, scoped in scopes:
+            specs.append(ClaimSpec("baseline", f"LLM ({paradigm}) > {BASELINE} {_said(scope)} ({recipe})", arch, llm,
+                                   baseline, scope, scoped, "hypothesis"))
+
+    settings = sorted({(g.recipe, g.paradigm) for g in groups if g.arch != CLASSICAL_ARCH})
     for recipe, paradigm in settings:
         scope, scoped = (_scope(in_domain.get(recipe, []), testsets) if paradigm != ZEROSHOT
                          else ("all test sets", tuple(testsets)))

@@ -17,6 +17,7 @@ FAMILY_TITLES = {
     "recipe": "Training data: generalist vs specialist",
     "paradigm": "Training paradigms",
     "architecture": "Architectures",
+    "baseline": "Fine-tuned LLMs vs the classical baseline (TF-IDF + logistic regression)",
 }
 
 
