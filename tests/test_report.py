@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gendiag.evaluate.metrics import CI_COLUMNS, METRICS
+from gendiag.evaluate.metrics import CI_COLUMNS, METRICS, evaluate_predictions
 from gendiag.report.figures import (
     ROLE_COLOURS,
     plot_cross_dataset_f1,
@@ -16,6 +16,7 @@ from gendiag.report.figures import (
 from gendiag.report.tables import (
     CROSS_DATASET_COLUMNS,
     GAP_COLUMNS,
+    OPERATING_COLUMNS,
     cross_dataset_table,
     generalisation_gap_table,
     write_table,
@@ -66,6 +67,33 @@ def test_cross_dataset_table_columns_and_order():
     keys = ["arch", "recipe", "paradigm", "seed", "testset"]
     assert table[keys].equals(table[keys].sort_values(keys).reset_index(drop=True))
     assert table["in_domain"].dtype == bool
+
+
+def test_cross_dataset_table_puts_each_operating_metric_next_to_its_interval():
+    """What cross_dataset.csv holds after the baseline columns: the metrics of `evaluate_predictions(...,
+    operating=True, val=...)`, each followed by its CI; a test set without a validation split gets NaN."""
+    rng = np.random.default_rng(0)
+
+    def predictions(prefix, n):
+        label = rng.integers(0, 2, n)
+        return pd.DataFrame({"uid": [f"{prefix}{i}" for i in range(n)], "label": label,
+                             "p_malicious": np.clip(0.3 * label + rng.random(n) * 0.7, 0, 1)})
+
+    test, val = predictions("t", 80), predictions("v", 40)
+    keys = dict(arch="llama", recipe="specialist", paradigm="standard", seed=0, in_domain=False)
+    with_val = evaluate_predictions(test, 200, 0, operating=True, val=val)
+    without_val = evaluate_predictions(test, 200, 0, operating=True)
+    table = cross_dataset_table([{**keys, "testset": "A", **with_val}, {**keys, "testset": "B", **without_val}])
+    assert list(table.columns) == [*CROSS_DATASET_COLUMNS, *OPERATING_COLUMNS]
+    assert table.columns[len(CROSS_DATASET_COLUMNS):][:3].tolist() == [
+        "average_precision", "average_precision_ci_low", "average_precision_ci_high"]
+    for metric in ("average_precision", "fpr_at_recall_90", "fpr_at_recall_95", "recall_at_fpr_1", "brier", "ece",
+                   "f1_retuned"):
+        a = table.iloc[0]
+        assert a[f"{metric}_ci_low"] <= a[metric] + 1e-9 <= a[f"{metric}_ci_high"] + 2e-9, metric
+    assert table.loc[0, "f1_retuned"] == pytest.approx(with_val["f1_retuned"])
+    assert table.loc[1, ["f1_retuned", "retuned_threshold"]].isna().all()
+    assert table.loc[1, "ece"] == pytest.approx(table.loc[0, "ece"])  # the same test predictions
 
 
 def test_cross_dataset_table_rejects_duplicates_and_missing_keys():

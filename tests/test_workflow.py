@@ -120,6 +120,18 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
         assert cross[metric].between(0, 1).all()
     assert (cross["f1_ci_low"] <= cross["f1"] + 1e-9).all() and (cross["f1"] <= cross["f1_ci_high"] + 1e-9).all()
     assert (cross["n"] == 30).all()
+    # Operating point and calibration with CIs, and F1 at the threshold re-tuned on the target corpus's val split
+    for metric in ("average_precision", "fpr_at_recall_90", "fpr_at_recall_95", "recall_at_fpr_1", "brier", "ece",
+                   "f1_retuned"):
+        assert cross[metric].between(0, 1).all(), metric
+        assert (cross[f"{metric}_ci_low"] <= cross[f"{metric}_ci_high"]).all(), metric
+    assert (cross["retuned_val_f1"] > 0).all()
+    valset = pd.read_parquet(tiny_study / "results/valsets/corporate.parquet")
+    testset = pd.read_parquet(tiny_study / "results/testsets/corporate.parquet")
+    assert set(valset["split"]) == {"val"} and not set(valset["uid"]) & set(testset["uid"])
+    val_predictions = pd.read_parquet(tiny_study / "results/val_predictions/llama/specialist/standard/seed0/"
+                                                   "corporate.parquet")
+    assert sorted(val_predictions["uid"]) == sorted(valset["uid"])
     in_domain = cross.set_index(["arch", "recipe", "paradigm", "testset"])["in_domain"]
     assert in_domain[("llama", "specialist", "standard", "corporate")]
     assert not in_domain[("llama", "specialist", "cot", "credential_phish")]

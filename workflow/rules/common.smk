@@ -245,7 +245,10 @@ def classical_runs():
     """The classical baseline, one per recipe: (classical, recipe, tfidf, 0); none when it is off."""
     if not CLASSICAL["enabled"]:
         return []
-    return [(CLASSICAL_ARCH, recipe, CLASSICAL_PARADIGM, CLASSICAL_SEED) for recipe in RECIPES]
+    return [
+        (CLASSICAL_ARCH, recipe, CLASSICAL_PARADIGM, CLASSICAL_SEED)
+        for recipe in RECIPES
+    ]
 
 
 def classical_settings():
@@ -276,6 +279,21 @@ def predictions_of(arch, recipe, paradigm, seed):
 
 def all_predictions():
     return [p for run in evaluated_runs() for p in predictions_of(*run)]
+
+
+def val_predictions_of(arch, recipe, paradigm, seed):
+    """A run's predictions on the validation split of each test set's corpus (for the re-tuned threshold)."""
+    return [
+        f"results/val_predictions/{run_dir(arch, recipe, paradigm, seed)}/{t}.parquet"
+        for t in TESTSETS
+    ]
+
+
+def all_val_predictions():
+    return [p for run in evaluated_runs() for p in val_predictions_of(*run)]
+
+
+VALSETS = expand("results/valsets/{testset}.parquet", testset=TESTSETS)
 
 
 def all_train_logs():

@@ -153,6 +153,33 @@ rule testset:
         mem_mb=2000,
         runtime=30,
     params:
+        split="test",
+        max_size=config["evaluation"]["max_test_size"],
+        seed=config["evaluation"]["seed"],
+    script:
+        "../scripts/testset.py"
+
+
+# The validation split of a test set's corpus, on which every model's threshold is re-tuned
+# (f1_retuned in cross_dataset.csv): drawn like the test set, disjoint from it.
+rule valset:
+    input:
+        splits="results/splits/{testset}.parquet",
+        code=library("data.splits"),
+    output:
+        valset="results/valsets/{testset}.parquet",
+    log:
+        "results/logs/valset/{testset}.log",
+    benchmark:
+        "results/benchmarks/valset/{testset}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        split="val",
         max_size=config["evaluation"]["max_test_size"],
         seed=config["evaluation"]["seed"],
     script:

@@ -11,17 +11,23 @@ PREDICT_MODULES = (
 )
 
 
-# One job per model writes every test set's predictions: loading the model dominates the cost
-# (an 8B model takes longer to load than to score a test set), so it is loaded once.
+# One job per model writes every test set's predictions, and those on the validation split of each
+# test set's corpus (for the re-tuned threshold): loading the model dominates the cost (an 8B model
+# takes longer to load than to score a test set), so it is loaded once.
 rule predict:
     input:
         base="results/models/{arch}/base",
         adapter=adapter_input,
         testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        valsets=VALSETS,
         code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
     output:
         predictions=expand(
             "results/predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
+            testset=TESTSETS,
+        ),
+        val_predictions=expand(
+            "results/val_predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
             testset=TESTSETS,
         ),
     log:
@@ -91,11 +97,16 @@ rule tfidf_baseline:
         train="results/datasets/{recipe}/train.parquet",
         val="results/datasets/{recipe}/val.parquet",
         testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        valsets=VALSETS,
         code=library("evaluate.metrics", "evaluate.classical"),
     output:
         model="results/classical/{recipe}/model.npz",
         predictions=expand(
             f"results/predictions/{CLASSICAL_ARCH}/{{{{recipe}}}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
+            testset=TESTSETS,
+        ),
+        val_predictions=expand(
+            f"results/val_predictions/{CLASSICAL_ARCH}/{{{{recipe}}}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
             testset=TESTSETS,
         ),
     log:
@@ -158,7 +169,8 @@ rule prompt_robustness:
 rule cross_dataset_table:
     input:
         predictions=all_predictions(),
-        code=library("evaluate.metrics", "report.tables"),
+        val_predictions=all_val_predictions(),
+        code=library("evaluate.metrics", "evaluate.operating", "report.tables"),
     output:
         table=report(
             multiext("results/tables/cross_dataset", ".csv", ".md", ".tex"),

@@ -29,7 +29,10 @@ model = load_for_prediction(smk.input.base, smk.params.family, smk.input.adapter
                             dict(smk.params.quantization), device, dtype, classifier=classifier)
 tokenizer = load_tokenizer(smk.input.base)
 context = adapter_demonstrations(smk.input.adapter or None, tokenizer, prompt)
-for testset_path, out_path in zip(smk.input.testsets, smk.output.predictions, strict=True):
+# The test sets, then the validation splits of their corpora (read by the re-tuned threshold).
+inputs = [*smk.input.testsets, *smk.input.valsets]
+outputs = [*smk.output.predictions, *smk.output.val_predictions]
+for testset_path, out_path in zip(inputs, outputs, strict=True):
     testset = pd.read_parquet(testset_path)
     texts = testset["text"].tolist()
     if paradigm == "cot":

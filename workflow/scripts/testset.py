@@ -1,4 +1,4 @@
-"""A corpus's held-out test split, optionally subsampled (stratified by label)."""
+"""A corpus's test split (rule testset) or validation split (rule valset), optionally subsampled by label."""
 
 import pandas as pd
 
@@ -7,8 +7,10 @@ from gendiag.io import setup_logging, write_parquet
 
 smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
+split = smk.params.split
 
 frame = pd.read_parquet(smk.input.splits)
-test = stratified_sample(frame[frame["split"] == "test"], smk.params.max_size, int(smk.params.seed), by=["label"])
-log.info("%s: %d messages, labels %s", smk.wildcards.testset, len(test), test["label"].value_counts().to_dict())
-write_parquet(test, smk.output.testset)
+rows = stratified_sample(frame[frame["split"] == split], smk.params.max_size, int(smk.params.seed), by=["label"])
+log.info("%s (%s split): %d messages, labels %s", smk.wildcards.testset, split, len(rows),
+         rows["label"].value_counts().to_dict())
+write_parquet(rows, smk.output[0])

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gendiag.evaluate.metrics import CI_COLUMNS
+from gendiag.evaluate.operating import OPERATING_METRICS, RETUNED_COLUMNS
 from gendiag.io import write_csv, write_text
 
 KEY_COLUMNS: tuple[str, ...] = ("arch", "recipe", "paradigm", "seed", "testset")
@@ -35,6 +36,13 @@ CROSS_DATASET_COLUMNS: tuple[str, ...] = (
     "accuracy",
     "auroc",
     *(c for c in CI_COLUMNS if not c.startswith("f1_")),
+)
+# Operating-point and calibration metrics (`evaluate_predictions(..., operating=True, val=...)`): each
+# metric next to its interval, then the re-tuned threshold's F1; in this order when present.
+OPERATING_COLUMNS: tuple[str, ...] = (
+    *(c for m in OPERATING_METRICS for c in (m, f"{m}_ci_low", f"{m}_ci_high")),
+    "f1_retuned", "f1_retuned_ci_low", "f1_retuned_ci_high",
+    *(c for c in RETUNED_COLUMNS if not c.startswith("f1_retuned")),
 )
 GAP_COLUMNS: tuple[str, ...] = (
     "arch",
@@ -55,7 +63,9 @@ def cross_dataset_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
     Each dict holds the identifiers in `KEY_COLUMNS`, ``in_domain`` (was the test set drawn from
     the corpora the recipe trains on) and the output of `evaluate_predictions`. Columns follow
-    `CROSS_DATASET_COLUMNS`; any extra keys are kept, after them, in alphabetical order.
+    `CROSS_DATASET_COLUMNS`, then the `OPERATING_COLUMNS` the rows have (NaN in a row without
+    them, e.g. the re-tuned F1 of a test set whose corpus has no validation split); any other
+    keys are kept, after them, in alphabetical order.
     """
     rows = list(rows)
     if not rows:
@@ -76,8 +86,9 @@ def cross_dataset_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
             f"{int(dup.sum())} rows share their ({', '.join(KEY_COLUMNS)}) with another row, "
             f"e.g. {shown}; each model run must be evaluated once per test set"
         )
-    extras = sorted(c for c in df.columns if c not in CROSS_DATASET_COLUMNS)
-    df = df[[*CROSS_DATASET_COLUMNS, *extras]]
+    operating = [c for c in OPERATING_COLUMNS if c in df.columns]
+    extras = sorted(c for c in df.columns if c not in CROSS_DATASET_COLUMNS and c not in OPERATING_COLUMNS)
+    df = df[[*CROSS_DATASET_COLUMNS, *operating, *extras]]
     df = df.astype({"in_domain": bool, "n": int, "seed": int})
     return df.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
 
