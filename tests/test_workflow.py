@@ -53,6 +53,7 @@ def test_dry_run_of_each_shipped_config(configfile):
     # The classical baseline, once per recipe, in every study.
     recipes = yaml.safe_load((REPO / configfile).read_text())["recipes"]
     assert sorted(jobs["tfidf_baseline"]) == sorted(f"recipe={r}" for r in recipes)
+    assert jobs["figure_roc_curves"] == [""]  # ROC and DET curves of every model, one job
     if configfile == "config/real-small.yaml":  # every stage, for the pretrained models too
         assert {"shap_tables", "circuits_tables", "claims_table", "study_summary"} <= set(jobs)
         assert sorted(jobs["base_gguf"]) == ["arch=gemma3", "arch=smollm2"]
@@ -144,7 +145,8 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     assert sorted(audit.index) == ["corporate", "credential_phish"]
     assert (audit["rows_read"] == audit["rows_kept"] + audit["rows_quarantined"]).all()
     assert (audit["rows_read"] == 160).all() and audit["est_label_noise"].between(0, 0.5).all()
-    for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap", "data_audit", "source_identifiability"):
+    for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap", "data_audit", "source_identifiability",
+                 "roc_curves", "det_curves"):
         for ext in ("pdf", "png"):
             assert (tiny_study / f"results/figures/{stem}.{ext}").stat().st_size > 5000
     log = pd.read_csv(tiny_study / "results/finetune/llama/generalist/standard/seed0/train_log.csv")
@@ -288,7 +290,7 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
                   "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
                   "figure_shap_faithfulness", "figure_shap_heatmaps", "circuits_tables", "figure_circuits",
                   "figure_attention_pairs", "claims_table", "study_summary", "seed_summary_table", "weight_drift",
-                  "prompt_robustness", "all"}
+                  "prompt_robustness", "figure_roc_curves", "all"}
     assert set(jobs) == {"finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]

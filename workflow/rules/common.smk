@@ -343,7 +343,7 @@ def study_outputs():
     table_names = ["cross_dataset", "seed_summary"] + (
         ["generalisation_gap", "weight_drift"] if tuned else []
     )
-    figure_names = ["cross_dataset_f1"] + (
+    figure_names = ["cross_dataset_f1", "roc_curves", "det_curves"] + (
         ["training_curves", "generalisation_gap", "weight_drift"] if tuned else []
     )
     if len(evaluated_runs()) > 1:  # a claim compares two models

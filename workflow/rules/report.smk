@@ -26,6 +26,47 @@ rule figure_cross_dataset_f1:
         "../scripts/figure_cross_dataset_f1.py"
 
 
+# ROC and DET curves per test set, every model on one axis, with its operating point at the threshold.
+rule figure_roc_curves:
+    input:
+        predictions=all_predictions(),
+        code=library(
+            "evaluate.metrics",
+            "evaluate.classical",
+            "report.figures",
+            "report.curve_figures",
+        ),
+    output:
+        roc_pdf="results/figures/roc_curves.pdf",
+        roc_png=report(
+            "results/figures/roc_curves.png",
+            caption="../report/roc_curves.rst",
+            category="Figures",
+        ),
+        det_pdf="results/figures/det_curves.pdf",
+        det_png=report(
+            "results/figures/det_curves.png",
+            caption="../report/det_curves.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/figure_roc_curves.log",
+    benchmark:
+        "results/benchmarks/figure_roc_curves.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        runs=evaluated_runs(),
+        testsets=TESTSETS,
+        threshold=config["evaluation"]["threshold"],
+    script:
+        "../scripts/figure_roc_curves.py"
+
+
 rule figure_training_curves:
     input:
         logs=all_train_logs(),
