@@ -146,3 +146,22 @@ def test_no_model_is_ever_loaded_with_remote_code():
     sources = [p for p in (REPO / "src").rglob("*.py")] + list((REPO / "workflow/scripts").glob("*.py"))
     offenders = [str(p) for p in sources if "trust_remote_code=True" in p.read_text()]
     assert not offenders, offenders
+
+
+def test_a_chat_tokenizer_gets_the_question_as_a_user_turn_and_the_answer_cue_in_the_assistant_turn(micro_bases):
+    tokenizer = load_tokenizer(micro_bases["llama"])
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|bot|>{% endif %}"
+    )
+    chat = PromptFormat().for_tokenizer(tokenizer)
+    bos = tokenizer.bos_token if tokenizer("", add_special_tokens=True)["input_ids"] else ""
+    assert chat.template == (f"{'' if bos else tokenizer.bos_token}<|user|>Email:\n{{text}}\nIs this email phishing or"
+                             " legitimate?<|end|><|bot|>Answer:")
+    assert chat.for_tokenizer(tokenizer) is chat  # rendered once, never twice
+    [ids] = encode_prompts(["Lunch at noon?"], tokenizer, PromptFormat(), 128)
+    assert tokenizer.decode(ids).count("<|user|>") == 1
+    no_cue = PromptFormat(template="Classify this email:\n{text}").for_tokenizer(tokenizer)
+    assert no_cue.template.endswith("<|user|>Classify this email:\n{text}<|end|><|bot|>")
+    assert PromptFormat(chat_template="never").for_tokenizer(tokenizer).template == PromptFormat().template
+    assert PromptFormat().with_template("Q: {text}\nAnswer:").for_tokenizer(tokenizer).template.endswith("<|bot|>Answer:")

@@ -72,7 +72,8 @@ def test_smollm2_converts_to_an_instruct_llama_whose_label_words_are_single_toke
     [ids] = encode_prompts(["Your mailbox is full, click here."], tokenizer, PromptFormat(), 128)
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n") and "<|im_start|>user\nEmail:\nYour mailbox is full" in text
-    assert text.endswith("Answer:<|im_end|>\n<|im_start|>assistant\n")
+    # the answer cue opens the assistant's turn, so " phishing" follows "Answer:" as in a plain prompt
+    assert text.endswith("phishing or legitimate?<|im_end|>\n<|im_start|>assistant\nAnswer:")
     [plain] = encode_prompts(["Your mailbox is full, click here."], tokenizer,
                              PromptFormat(chat_template="never"), 128)
     assert tokenizer.decode(plain).startswith("Email:\nYour mailbox")

@@ -6,8 +6,11 @@ tokenizer, so that p(malicious) is read off one forward pass at the answer posit
 
 Instruct models are prompted the way they were tuned to be: with `chat_template` "auto" (the
 default) and a tokenizer that has a chat template, the template becomes one user turn and the
-answer word opens the assistant's turn (`PromptFormat.for_tokenizer`). Tiny and base tokenizers
-have no chat template, so their prompts are the plain template.
+assistant's turn opens with the answer (`PromptFormat.for_tokenizer`). A template that ends with
+the answer cue ("Answer:") keeps the cue for the assistant's turn, so the label word follows
+"Answer:" in chat and plain prompts alike (" phishing" with its leading space is the natural next
+token there, not at the start of a turn). Tiny and base tokenizers have no chat template, so their
+prompts are the plain template.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 DEFAULT_TEMPLATE = "Email:\n{text}\nIs this email phishing or legitimate? Answer:"
 DEFAULT_LABEL_WORDS = {"legitimate": " legitimate", "malicious": " phishing"}
+ANSWER_CUE = "Answer:"  # a template ending with it hands it to the assistant's turn in chat prompts
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 
 
@@ -58,8 +62,10 @@ class PromptFormat:
         """This prompt as `tokenizer`'s model reads it: inside its chat template when that applies.
 
         The chat-rendered template keeps the `{text}` slot, so the prompt's prefix and suffix (which
-        every stage encodes around the message) hold the chat markup. A leading BOS the chat
-        template writes is dropped when the tokenizer adds one itself, so there is never a second.
+        every stage encodes around the message) hold the chat markup. A template ending with
+        `ANSWER_CUE` is split there: the question is the user's turn and the cue opens the
+        assistant's. A leading BOS the chat template writes is dropped when the tokenizer adds one
+        itself, so there is never a second.
         """
         if self.in_chat or self.chat_template == "never":
             return self
@@ -71,9 +77,12 @@ class PromptFormat:
                     " template; set the model's chat_template to 'auto' or 'never'"
                 )
             return self
+        question, answer_start = self.template.rstrip(), ""
+        if question.endswith(ANSWER_CUE) and question != ANSWER_CUE:
+            question, answer_start = question[: -len(ANSWER_CUE)].rstrip(), ANSWER_CUE
         rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": self.template}], add_generation_prompt=True, tokenize=False
-        )
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        ) + answer_start
         if rendered.count("{text}") != 1:
             raise ValueError(
                 f"the chat template of {tokenizer.name_or_path!r} did not keep the prompt's '{{text}}' slot"
