@@ -164,4 +164,5 @@ def test_a_chat_tokenizer_gets_the_question_as_a_user_turn_and_the_answer_cue_in
     no_cue = PromptFormat(template="Classify this email:\n{text}").for_tokenizer(tokenizer)
     assert no_cue.template.endswith("<|user|>Classify this email:\n{text}<|end|><|bot|>")
     assert PromptFormat(chat_template="never").for_tokenizer(tokenizer).template == PromptFormat().template
-    assert PromptFormat().with_template("Q: {text}\nAnswer:").for_tokenizer(tokenizer).template.endswith("<|bot|>Answer:")
+    other = PromptFormat().with_template("Q: {text}\nAnswer:").for_tokenizer(tokenizer)
+    assert other.template.endswith("<|bot|>Answer:")
