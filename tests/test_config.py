@@ -48,6 +48,12 @@ def test_defaults_are_filled_in():
         (lambda c: c["classical"].update(char_ngrams=[5, 3]), r"`classical.char_ngrams`: \[5, 3\] is not a range"),
         (lambda c: c["classical"].update(C=0), r"`classical.C`: 0 is less than or equal to the minimum"),
         (lambda c: c["classical"].update(class_weight="auto"), r"`classical.class_weight`: 'auto' is not allowed"),
+        (lambda c: c["corpora"]["corporate"].update(evaluation_only=True),
+         r"`recipes.specialist.corpora`: 'corporate' is evaluation-only .* no recipe may train on it"),
+        (lambda c: (c["corpora"]["advance_fee"].update(evaluation_only=True),
+                    c["recipes"]["generalist"].update(corpora=["corporate", "mailing_list"]),
+                    c["evaluation"].update(testsets=["corporate", "mailing_list"])),
+         r"`evaluation.testsets`: evaluation-only corpora \['advance_fee'\] are not in it"),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(edit, message):

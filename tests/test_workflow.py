@@ -61,6 +61,45 @@ def test_dry_run_of_each_shipped_config(configfile):
         assert len(jobs["download"]) == 11  # six Enron-Spam and five SpamAssassin archives
 
 
+def with_evaluation_only_corpus(study: Path, tmp_path: Path) -> Path:
+    """The tiny config plus `advance_fee`, a synthetic corpus marked evaluation-only (its path)."""
+    config = yaml.safe_load((study / "tests/config/tiny.yaml").read_text())
+    config["corpora"]["advance_fee"] = {"loader": "synthetic", "style": "advance_fee", "n_messages": 80, "seed": 4,
+                                        "evaluation_only": True}
+    path = tmp_path / "evaluation_only.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_blocks(dry_run_output: str, rule: str) -> list[str]:
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output)
+    return [b for b in blocks if re.match(rf"(?:local)?rule {rule}:", b)]
+
+
+def test_an_evaluation_only_corpus_is_a_test_set_that_nothing_trains_on(tmp_path):
+    """The whole graph with an evaluation-only corpus: scored by every model and the baseline, in jobs of
+    its own, with no validation split; no recipe, tokenizer or pretraining reads it."""
+    path = with_evaluation_only_corpus(REPO, tmp_path)
+    result = run(["-n", "--forceall", "--cores", "2", "--configfile", str(path)], REPO, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = jobs_by_rule(result.stdout)
+    predict = sorted(jobs["predict"])
+    assert sorted(jobs["predict_evaluation_only"]) == sorted(f"{w}, testset=advance_fee" for w in predict)
+    assert sorted(jobs["tfidf_predict"]) == ["recipe=generalist, testset=advance_fee",
+                                             "recipe=specialist, testset=advance_fee"]
+    assert sorted(jobs["testset"]) == ["testset=advance_fee", "testset=corporate", "testset=credential_phish"]
+    assert sorted(jobs["valset"]) == ["testset=corporate", "testset=credential_phish"]  # it has no validation split
+    untouched = ("base_tiny", "compose_recipe", "finetune", "predict", "predict_variants", "tfidf_baseline",
+                 "shap_token_sources", "rationales")
+    for rule in untouched:
+        for block in job_blocks(result.stdout, rule):
+            assert "advance_fee" not in block, f"{rule} reads the evaluation-only corpus:\n{block}"
+    # The aggregates read its predictions (and no validation predictions of it).
+    cross = job_blocks(result.stdout, "cross_dataset_table")[0]
+    assert "results/predictions/classical/specialist/tfidf/seed0/advance_fee.parquet" in cross
+    assert "val_predictions/llama/specialist/standard/seed0/advance_fee" not in cross
+
+
 MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"}
 
 
@@ -294,6 +333,31 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
     assert set(jobs) == {"finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
+
+
+@pytest.mark.slow
+def test_adding_an_evaluation_only_corpus_schedules_exactly_its_predictions_and_the_aggregates(tiny_study, tmp_path):
+    path = with_evaluation_only_corpus(tiny_study, tmp_path)
+    result = run(["-n", "--cores", "2", "--configfile", str(path)], tiny_study, timeout=300)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_by_rule(result.stdout)
+    # Its own data jobs, once
+    for rule in ("ingest", "normalise", "split", "audit_corpus"):
+        assert jobs[rule] == ["corpus=advance_fee"], rule
+    assert jobs["testset"] == ["testset=advance_fee"]
+    # its predictions: every model (9) and the baseline of each recipe, nothing else re-predicted or retrained
+    assert len(jobs["predict_evaluation_only"]) == 2 * 3 + 3
+    assert all(w.endswith("testset=advance_fee") for w in jobs["predict_evaluation_only"])
+    assert sorted(jobs["tfidf_predict"]) == [f"recipe={r}, testset=advance_fee" for r in ("generalist", "specialist")]
+    # and the aggregates (the audit across corpora looks for leakage into it; SHAP's source artefacts read
+    # that audit)
+    aggregates = {"audit_across", "data_audit_table", "figure_data_audit", "figure_source_identifiability",
+                  "shap_token_sources", "shap_tables", "figure_shap_top_tokens", "figure_shap_faithfulness",
+                  "figure_shap_heatmaps", "cross_dataset_table", "generalisation_gap_table", "seed_summary_table",
+                  "claims_table", "study_summary", "figure_cross_dataset_f1", "figure_generalisation_gap",
+                  "figure_roc_curves", "all"}
+    assert set(jobs) == {"ingest", "normalise", "split", "audit_corpus", "testset", "predict_evaluation_only",
+                         "tfidf_predict"} | aggregates, sorted(jobs)
 
 
 def dry_run_with_cot(study: Path, tmp_path: Path, **cot) -> tuple[Path, dict[str, list[str]]]:

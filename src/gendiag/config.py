@@ -133,13 +133,25 @@ def _cross_references(config: dict) -> list[str]:
             misplaced = sorted(synthetic_keys & set(corpus))
             problems.append(f"`corpora.{name}`: {misplaced} only apply to `loader: synthetic`")
     problems += _source_references(config["corpora"])
+    evaluation_only = sorted(name for name, corpus in config["corpora"].items() if corpus.get("evaluation_only"))
     for name, recipe in config["recipes"].items():
         for corpus in recipe["corpora"]:
             if corpus not in corpora:
                 problems.append(f"`recipes.{name}.corpora`: unknown corpus '{corpus}'; defined: {sorted(corpora)}")
+            elif corpus in evaluation_only:
+                problems.append(f"`recipes.{name}.corpora`: '{corpus}' is evaluation-only (`corpora.{corpus}."
+                                "evaluation_only: true`), so no recipe may train on it; remove it from the recipe or "
+                                "drop evaluation_only")
+    if len(evaluation_only) == len(corpora):
+        problems.append("`corpora`: every corpus is evaluation-only; the recipes need at least one corpus to train on")
     for corpus in config["evaluation"].get("testsets") or []:
         if corpus not in corpora:
             problems.append(f"`evaluation.testsets`: unknown corpus '{corpus}'; defined: {sorted(corpora)}")
+    if config["evaluation"].get("testsets"):
+        unevaluated = [c for c in evaluation_only if c not in config["evaluation"]["testsets"]]
+        if unevaluated:
+            problems.append(f"`evaluation.testsets`: evaluation-only corpora {unevaluated} are not in it; an "
+                            "evaluation-only corpus exists to be a test set: add it, or remove it from `corpora`")
     evaluated = config["evaluation"].get("testsets") or sorted(corpora)
     for block in ("shap", "circuits"):
         for testset in config.get(block, {}).get("testsets") or []:

@@ -47,7 +47,7 @@ rule shap_explain:
 rule shap_token_sources:
     input:
         base="results/models/{arch}/base",
-        splits=expand("results/splits/{corpus}.parquet", corpus=CORPORA),
+        splits=expand("results/splits/{corpus}.parquet", corpus=SPLIT_CORPORA),
         audit="results/audit/across.json",
         code=library("models.loading", "attribution.__init__", "attribution.aggregate"),
     output:

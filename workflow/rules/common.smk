@@ -20,6 +20,13 @@ CORPORA = list(config["corpora"])
 RECIPES = list(config["recipes"])
 MODELS = list(config["models"])
 TESTSETS = config["evaluation"]["testsets"] or CORPORA
+# Evaluation-only corpora: the whole corpus is a test set; no recipe, tokenizer or tiny-model
+# pretraining sees it, it has no train or validation split, and each model scores it in a job of
+# its own (predict_evaluation_only), so adding one reruns nothing but its predictions and the aggregates.
+EVALUATION_ONLY = [c for c in CORPORA if config["corpora"][c].get("evaluation_only")]
+SPLIT_CORPORA = [c for c in CORPORA if c not in EVALUATION_ONLY]
+SPLIT_TESTSETS = [t for t in TESTSETS if t not in EVALUATION_ONLY]
+EVALUATION_ONLY_TESTSETS = [t for t in TESTSETS if t in EVALUATION_ONLY]
 SEEDS = config["training"]["seeds"]
 TUNED_PARADIGMS = [p for p in config["training"]["paradigms"] if p != "zeroshot"]
 TINY_MODELS = [m for m in MODELS if config["models"][m]["source"] == "tiny"]
@@ -40,11 +47,20 @@ for _paradigm, _scope in config["training"]["paradigm_scope"].items():
 ZEROSHOT_RECIPE = "none"
 ZEROSHOT_SEED = 0
 LIBRARY = Path(workflow.basedir) / "src/gendiag"
+
+
+def corpus_spec(corpus):
+    """A corpus's entry as the loaders read it: its sources, without the workflow's `evaluation_only`."""
+    return {
+        k: v for k, v in config["corpora"][corpus].items() if k != "evaluation_only"
+    }
+
+
 # Corpus files given by URL, by the name they are downloaded to (the download rule's wildcard).
 DOWNLOADS = {
     download_name(source): source
-    for spec in config["corpora"].values()
-    for source in corpus_sources(spec)
+    for corpus in CORPORA
+    for source in corpus_sources(corpus_spec(corpus))
     if source.get("url")
 }
 
@@ -82,7 +98,7 @@ wildcard_constraints:
 def source_files(corpus):
     """Local file or folder of each source of a corpus (hub datasets have none), by source name."""
     files = {}
-    for source in corpus_sources(config["corpora"][corpus]):
+    for source in corpus_sources(corpus_spec(corpus)):
         if source.get("url"):
             files[source["name"]] = f"resources/downloads/{download_name(source)}"
         elif source.get("path"):
@@ -165,6 +181,8 @@ def runs():
 # the ones SHAP, circuits and the prompt variants apply to (cot writes before it answers, head
 # has no LM head, fticl reads demonstrations first).
 PROMPT_SCORED = ("zeroshot", "standard")
+# The variants are evaluated on the test sets of split corpora (k-shot demonstrations come from the
+# test corpus's training split, which an evaluation-only corpus does not have).
 KSHOT = config["evaluation"]["kshot"]
 VARIANTS = (["template2"] if config["evaluation"]["alt_template"] else []) + (
     [f"kshot{KSHOT['k']}"] if KSHOT["k"] > 0 else []
@@ -181,7 +199,7 @@ def variant_predictions():
         f"results/variants/{run_dir(*run)}/{variant}/{testset}.parquet"
         for run in variant_runs()
         for variant in VARIANTS
-        for testset in TESTSETS
+        for testset in SPLIT_TESTSETS
     ]
 
 
@@ -285,7 +303,7 @@ def val_predictions_of(arch, recipe, paradigm, seed):
     """A run's predictions on the validation split of each test set's corpus (for the re-tuned threshold)."""
     return [
         f"results/val_predictions/{run_dir(arch, recipe, paradigm, seed)}/{t}.parquet"
-        for t in TESTSETS
+        for t in SPLIT_TESTSETS
     ]
 
 
@@ -293,7 +311,14 @@ def all_val_predictions():
     return [p for run in evaluated_runs() for p in val_predictions_of(*run)]
 
 
-VALSETS = expand("results/valsets/{testset}.parquet", testset=TESTSETS)
+VALSETS = expand("results/valsets/{testset}.parquet", testset=SPLIT_TESTSETS)
+
+
+def split_fractions(wildcards):
+    """An evaluation-only corpus is all test split (after de-duplication); the others split as configured."""
+    if wildcards.corpus in EVALUATION_ONLY:
+        return {"test": 1.0}
+    return config["splits"]["fractions"]
 
 
 def all_train_logs():
@@ -420,7 +445,9 @@ SHAP_JOB_KEYS = (
     "cue_k",
     "seed",
 )
-SHAP_TESTSETS = config["shap"]["testsets"] or TESTSETS
+# SHAP and circuits default to the test sets of split corpora: an evaluation-only corpus is analysed
+# when named in shap.testsets / circuits.testsets.
+SHAP_TESTSETS = config["shap"]["testsets"] or SPLIT_TESTSETS
 
 
 def shap_jobs():
@@ -443,7 +470,7 @@ def shap_output(job, kind):
     )
 
 
-CIRCUITS_TESTSETS = config["circuits"]["testsets"] or TESTSETS
+CIRCUITS_TESTSETS = config["circuits"]["testsets"] or SPLIT_TESTSETS
 CIRCUITS_TABLES = (
     "pairs",
     "drops",

@@ -53,7 +53,7 @@ rule ingest:
         mem_mb=4000,
         runtime=30,
     params:
-        spec=lambda wc: config["corpora"][wc.corpus],
+        spec=lambda wc: corpus_spec(wc.corpus),
         files=lambda wc: source_files(wc.corpus),
     script:
         "../scripts/ingest.py"
@@ -78,7 +78,7 @@ rule normalise:
         mem_mb=4000,
         runtime=30,
     params:
-        spec=lambda wc: config["corpora"][wc.corpus],
+        spec=lambda wc: corpus_spec(wc.corpus),
         options=config["normalise"],
     script:
         "../scripts/normalise.py"
@@ -102,7 +102,7 @@ rule split:
         mem_mb=2000,
         runtime=30,
     params:
-        fractions=config["splits"]["fractions"],
+        fractions=split_fractions,
         seed=config["splits"]["seed"],
         near_duplicate_threshold=config["splits"]["near_duplicate_threshold"],
     script:
@@ -161,7 +161,8 @@ rule testset:
 
 
 # The validation split of a test set's corpus, on which every model's threshold is re-tuned
-# (f1_retuned in cross_dataset.csv): drawn like the test set, disjoint from it.
+# (f1_retuned in cross_dataset.csv): drawn like the test set, disjoint from it. An evaluation-only
+# corpus has none.
 rule valset:
     input:
         splits="results/splits/{testset}.parquet",

@@ -18,17 +18,17 @@ rule predict:
     input:
         base="results/models/{arch}/base",
         adapter=adapter_input,
-        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        testsets=expand("results/testsets/{testset}.parquet", testset=SPLIT_TESTSETS),
         valsets=VALSETS,
         code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
     output:
         predictions=expand(
             "results/predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
-            testset=TESTSETS,
+            testset=SPLIT_TESTSETS,
         ),
         val_predictions=expand(
             "results/val_predictions/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{testset}.parquet",
-            testset=TESTSETS,
+            testset=SPLIT_TESTSETS,
         ),
     log:
         "results/logs/predict/{arch}/{recipe}/{paradigm}/seed{seed}.log",
@@ -50,20 +50,40 @@ rule predict:
         "../scripts/predict.py"
 
 
+# An evaluation-only corpus's test set, scored by each model in a job of its own: adding one to a
+# finished study reruns no other prediction.
+use rule predict as predict_evaluation_only with:
+    input:
+        base="results/models/{arch}/base",
+        adapter=adapter_input,
+        testsets=["results/testsets/{testset}.parquet"],
+        code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
+    output:
+        predictions=[
+            "results/predictions/{arch}/{recipe}/{paradigm}/seed{seed}/{testset}.parquet"
+        ],
+    log:
+        "results/logs/predict/{arch}/{recipe}/{paradigm}/seed{seed}/{testset}.log",
+    benchmark:
+        "results/benchmarks/predict/{arch}/{recipe}/{paradigm}/seed{seed}/{testset}.tsv"
+    wildcard_constraints:
+        testset=one_of(EVALUATION_ONLY_TESTSETS),
+
+
 # The same models with each prompt variant: the second template and k-shot prompts whose
 # demonstrations come from the test corpus's own training split (as in arXiv 2403.09162).
 rule predict_variants:
     input:
         base="results/models/{arch}/base",
         adapter=adapter_input,
-        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
-        pools=expand("results/splits/{testset}.parquet", testset=TESTSETS),
+        testsets=expand("results/testsets/{testset}.parquet", testset=SPLIT_TESTSETS),
+        pools=expand("results/splits/{testset}.parquet", testset=SPLIT_TESTSETS),
         code=lambda wc: library(*PREDICT_MODULES) + family_library(wc),
     output:
         predictions=expand(
             "results/variants/{{arch}}/{{recipe}}/{{paradigm}}/seed{{seed}}/{variant}/{testset}.parquet",
             variant=VARIANTS,
-            testset=TESTSETS,
+            testset=SPLIT_TESTSETS,
         ),
     log:
         "results/logs/predict_variants/{arch}/{recipe}/{paradigm}/seed{seed}.log",
@@ -96,18 +116,18 @@ rule tfidf_baseline:
     input:
         train="results/datasets/{recipe}/train.parquet",
         val="results/datasets/{recipe}/val.parquet",
-        testsets=expand("results/testsets/{testset}.parquet", testset=TESTSETS),
+        testsets=expand("results/testsets/{testset}.parquet", testset=SPLIT_TESTSETS),
         valsets=VALSETS,
         code=library("evaluate.metrics", "evaluate.classical"),
     output:
         model="results/classical/{recipe}/model.npz",
         predictions=expand(
             f"results/predictions/{CLASSICAL_ARCH}/{{{{recipe}}}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
-            testset=TESTSETS,
+            testset=SPLIT_TESTSETS,
         ),
         val_predictions=expand(
             f"results/val_predictions/{CLASSICAL_ARCH}/{{{{recipe}}}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
-            testset=TESTSETS,
+            testset=SPLIT_TESTSETS,
         ),
     log:
         "results/logs/tfidf_baseline/{recipe}.log",
@@ -126,9 +146,37 @@ rule tfidf_baseline:
         "../scripts/tfidf_baseline.py"
 
 
+# The classical baseline of a recipe, saved by tfidf_baseline, on an evaluation-only test set.
+rule tfidf_predict:
+    input:
+        model="results/classical/{recipe}/model.npz",
+        testset="results/testsets/{testset}.parquet",
+        code=library("evaluate.metrics", "evaluate.classical"),
+    output:
+        predictions=f"results/predictions/{CLASSICAL_ARCH}/{{recipe}}/{CLASSICAL_PARADIGM}/seed{CLASSICAL_SEED}/{{testset}}.parquet",
+    log:
+        "results/logs/tfidf_predict/{recipe}/{testset}.log",
+    wildcard_constraints:
+        testset=one_of(EVALUATION_ONLY_TESTSETS),
+    conda:
+        "../../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        threshold=config["evaluation"]["threshold"],
+    script:
+        "../scripts/tfidf_predict.py"
+
+
 rule prompt_robustness:
     input:
-        predictions=[p for run in variant_runs() for p in predictions_of(*run)],
+        predictions=[
+            f"results/predictions/{run_dir(*run)}/{testset}.parquet"
+            for run in variant_runs()
+            for testset in SPLIT_TESTSETS
+        ],
         variants=variant_predictions(),
         code=library(
             "evaluate.metrics",
@@ -159,7 +207,7 @@ rule prompt_robustness:
     params:
         runs=variant_runs(),
         variants=VARIANTS,
-        testsets=TESTSETS,
+        testsets=SPLIT_TESTSETS,
         significance=config["evaluation"]["significance"],
         threshold=config["evaluation"]["threshold"],
     script:
@@ -190,6 +238,7 @@ rule cross_dataset_table:
     params:
         runs=evaluated_runs(),
         testsets=TESTSETS,
+        val_testsets=SPLIT_TESTSETS,
         in_domain=in_domain_map(),
         evaluation={
             k: config["evaluation"][k]

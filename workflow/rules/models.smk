@@ -9,7 +9,8 @@ if HUB_MODELS:
 
 rule base_tiny:
     input:
-        splits=expand("results/splits/{corpus}.parquet", corpus=CORPORA),
+        # Not the evaluation-only corpora: the tokenizer and pretraining never see them.
+        splits=expand("results/splits/{corpus}.parquet", corpus=SPLIT_CORPORA),
         code=lambda wc: library("prompts", "models.base", "models.tokenizer")
         + family_library(wc),
     output:

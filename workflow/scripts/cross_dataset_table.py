@@ -15,12 +15,14 @@ smk = snakemake  # noqa: F821
 log = setup_logging(smk.log[0])
 evaluation, in_domain = dict(smk.params.evaluation), dict(smk.params.in_domain)
 runs, testsets = smk.params.runs, smk.params.testsets
-val_paths = {key[:5]: key[5] for key in prediction_files(runs, testsets, smk.input.val_predictions)}
+# Predictions on the validation split of each test set's corpus; an evaluation-only corpus has none (NaN f1_retuned).
+val_paths = {key[:5]: key[5] for key in prediction_files(runs, smk.params.val_testsets, smk.input.val_predictions)}
 
 rows = []
 for arch, recipe, paradigm, seed, testset, path in prediction_files(runs, testsets, smk.input.predictions):
     log.info("%s/%s/%s/seed%d on %s", arch, recipe, paradigm, seed, testset)
-    val = pd.read_parquet(val_paths[arch, recipe, paradigm, seed, testset])
+    val_path = val_paths.get((arch, recipe, paradigm, seed, testset))
+    val = None if val_path is None else pd.read_parquet(val_path)
     metrics = evaluate_predictions(pd.read_parquet(path), n_resamples=int(evaluation["bootstrap_resamples"]),
                                    seed=int(evaluation["seed"]), threshold=float(evaluation["threshold"]),
                                    operating=True, val=val)

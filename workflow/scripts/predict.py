@@ -30,8 +30,9 @@ model = load_for_prediction(smk.input.base, smk.params.family, smk.input.adapter
 tokenizer = load_tokenizer(smk.input.base)
 context = adapter_demonstrations(smk.input.adapter or None, tokenizer, prompt)
 # The test sets, then the validation splits of their corpora (read by the re-tuned threshold).
-inputs = [*smk.input.testsets, *smk.input.valsets]
-outputs = [*smk.output.predictions, *smk.output.val_predictions]
+# (predict_evaluation_only scores one test set and has no validation split.)
+inputs = [*smk.input.testsets, *smk.input.get("valsets", [])]
+outputs = [*smk.output.predictions, *smk.output.get("val_predictions", [])]
 for testset_path, out_path in zip(inputs, outputs, strict=True):
     testset = pd.read_parquet(testset_path)
     texts = testset["text"].tolist()
