@@ -93,3 +93,73 @@ def test_the_classical_baseline_settings_are_the_librarys_and_its_run_keys_agree
     assert (config_module.CLASSICAL_ARCH, config_module.CLASSICAL_PARADIGM) == (classical.ARCH, classical.PARADIGM)
     config = validate_config({k: v for k, v in load().items() if k != "classical"}, SCHEMA)
     assert config["classical"]["enabled"] is True  # the baseline is on unless switched off
+
+
+def with_loco(**family):
+    config = copy.deepcopy(load())
+    config["recipes"]["loco"] = {"leave_one_out": True, "train_size": 300, "val_size": 60, **family}
+    return config
+
+
+def test_a_leave_one_out_family_becomes_one_recipe_per_held_out_corpus():
+    """Each recipe trains on every corpus but one, with the family's settings; the held-out corpus is
+    out of domain for it and only for it; evaluation-only corpora never enter."""
+    from gendiag.config import in_domain
+
+    config = with_loco()
+    config["corpora"]["advance_fee"]["evaluation_only"] = True
+    config["recipes"]["generalist"]["corpora"].remove("advance_fee")
+    config["training"]["paradigm_scope"]["cot"]["recipes"] = ["specialist", "loco"]
+    validate_config(config, SCHEMA)
+    training = ["corporate", "mailing_list", "credential_phish"]
+    assert list(config["recipes"]) == ["specialist", "generalist"] + [f"loco_{c}" for c in training]
+    for held_out in training:
+        recipe = config["recipes"][f"loco_{held_out}"]
+        assert recipe == {"corpora": [c for c in training if c != held_out], "train_size": 300, "val_size": 60,
+                          "seed": 0}
+    domains = in_domain(config["recipes"], list(config["corpora"]))
+    for held_out in training:
+        assert domains[f"loco_{held_out}"] == [c for c in training if c != held_out]
+    # A family named in a paradigm's scope stands for all its recipes.
+    assert config["training"]["paradigm_scope"]["cot"]["recipes"] == ["specialist"] + [f"loco_{c}" for c in training]
+    expanded = copy.deepcopy(config)
+    assert validate_config(expanded, SCHEMA) == config  # validating the expanded config changes nothing
+
+
+def test_a_leave_one_out_family_over_a_listed_subset_and_an_ordinary_recipe_with_the_flag_off():
+    config = with_loco(corpora=["corporate", "advance_fee"], seed=3)
+    config["recipes"]["specialist"]["leave_one_out"] = False
+    validate_config(config, SCHEMA)
+    assert config["recipes"]["loco_corporate"]["corpora"] == ["advance_fee"]
+    assert config["recipes"]["loco_advance_fee"] == {"corpora": ["corporate"], "train_size": 300, "val_size": 60,
+                                                     "seed": 3}
+    assert config["recipes"]["specialist"] == {"corpora": ["corporate"], "train_size": 360, "val_size": 80, "seed": 0}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["recipes"]["loco"].update(corpora=["corporate", "enron"]),
+         r"`recipes.loco.corpora`: unknown corpus \['enron'\]; defined"),
+        (lambda c: c["recipes"]["loco"].update(corpora=["corporate"]),
+         r"`recipes.loco`: leaving one corpus out needs at least two corpora; the family lists \['corporate'\]"),
+        (lambda c: (c["corpora"]["advance_fee"].update(evaluation_only=True),
+                    c["recipes"]["generalist"]["corpora"].remove("advance_fee"),
+                    c["recipes"]["loco"].update(corpora=["corporate", "advance_fee"])),
+         r"`recipes.loco.corpora`: \['advance_fee'\] are evaluation-only .* never enter a leave-one-out recipe"),
+        (lambda c: c["recipes"].update(loco_corporate={"corpora": ["corporate"]}),
+         r"`recipes`: 'loco_corporate' comes from both the leave-one-out family `recipes.loco` and "
+         r"`recipes.loco_corporate`; rename one"),
+        (lambda c: c["evaluation"].update(testsets=["corporate", "mailing_list"]),
+         r"`recipes.loco`: held-out corpora \['credential_phish', 'advance_fee'\] are not evaluated test sets"),
+        (lambda c: c["recipes"]["loco"].update(leave_one_out=False),
+         r"`recipes.loco`: 'corpora' is a required property"),
+        (lambda c: c["report"].update(generalist="loco"), r"`report.generalist`: unknown recipe 'loco'; defined: "),
+    ],
+)
+def test_a_bad_leave_one_out_family_names_the_key_and_the_fix(edit, message):
+    config = with_loco()
+    config.setdefault("report", {})
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, SCHEMA)

@@ -100,6 +100,39 @@ def test_an_evaluation_only_corpus_is_a_test_set_that_nothing_trains_on(tmp_path
     assert "val_predictions/llama/specialist/standard/seed0/advance_fee" not in cross
 
 
+def test_a_leave_one_out_family_trains_one_recipe_per_held_out_corpus_and_never_an_evaluation_only_one(tmp_path):
+    """`recipes.loco: {leave_one_out: true}` over three corpora (and an evaluation-only fourth): one recipe
+    per held-out corpus, composed from the other two, fine-tuned, baselined and scored like any recipe."""
+    config = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    config["corpora"]["mailing_list"] = {"loader": "synthetic", "style": "mailing_list", "n_messages": 80, "seed": 2}
+    config["corpora"]["advance_fee"] = {"loader": "synthetic", "style": "advance_fee", "n_messages": 80, "seed": 4,
+                                        "evaluation_only": True}
+    config["recipes"]["loco"] = {"leave_one_out": True, "train_size": 80, "val_size": 20}
+    path = tmp_path / "loco.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(["-n", "--forceall", "--cores", "2", "--configfile", str(path)], REPO, timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    jobs = jobs_by_rule(result.stdout)
+    training = ["corporate", "credential_phish", "mailing_list"]
+    loco = [f"loco_{c}" for c in training]
+    assert sorted(jobs["compose_recipe"]) == sorted(f"recipe={r}" for r in ["generalist", "specialist", *loco])
+    for held_out in training:
+        block = next(b for b in job_blocks(result.stdout, "compose_recipe") if f"recipe=loco_{held_out}" in b)
+        inputs = re.search(r"input: (.*)", block).group(1)
+        assert [c for c in training if f"results/splits/{c}.parquet" in inputs] == [c for c in training
+                                                                                    if c != held_out]
+        assert "advance_fee" not in block
+    # standard is the only paradigm scoped to every recipe in the tiny study
+    assert sorted(j for j in jobs["finetune"] if "loco_" in j) == sorted(
+        f"arch={a}, recipe={r}, paradigm=standard, seed=0" for a in ("llama", "mistral") for r in loco)
+    assert sorted(j for j in jobs["tfidf_baseline"] if "loco_" in j) == sorted(f"recipe={r}" for r in loco)
+    assert sorted(j for j in jobs["predict"] if "loco_" in j) == sorted(
+        f"arch={a}, recipe={r}, paradigm=standard, seed=0" for a in ("llama", "mistral") for r in loco)
+    cross = job_blocks(result.stdout, "cross_dataset_table")[0]
+    for held_out in training:
+        assert f"results/predictions/llama/loco_{held_out}/standard/seed0/{held_out}.parquet" in cross
+
+
 MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"}
 
 

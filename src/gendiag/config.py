@@ -75,6 +75,8 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     problems = list(dict.fromkeys(_describe(e) for e in errors))
     if not problems:
+        problems = expand_leave_one_out(config)
+    if not problems:
         problems = _cross_references(config)
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems) + f"\n(schema: {schema_path})")
@@ -122,6 +124,81 @@ def _parse_scalar(text: str, expected: list[str]):
     except ValueError:
         return _UNPARSED
     return _UNPARSED
+
+
+def expand_leave_one_out(config: dict) -> list[str]:
+    """Replace each leave-one-corpus-out family in `recipes` by its recipes, in place; return the problems.
+
+    An entry `<name>: {leave_one_out: true, corpora: [a, b, c], ...}` becomes the recipes `<name>_a`
+    (corpora [b, c]), `<name>_b` and `<name>_c`, each with the entry's other settings, where the family
+    stood; without `corpora`, the family runs over every corpus that is not evaluation-only. A recipe's
+    in-domain test sets are its corpora, so the held-out corpus is out of domain for its recipe. A family
+    named in `training.paradigm_scope.<paradigm>.recipes` stands for all its recipes. An expanded recipe
+    is an ordinary one (the same params as if written out), so the expansion can run twice.
+    """
+    all_corpora = config["corpora"]
+    evaluation_only = [c for c, spec in all_corpora.items() if spec.get("evaluation_only")]
+    evaluated = (config.get("evaluation") or {}).get("testsets") or list(all_corpora)
+    problems: list[str] = []
+    recipes: dict[str, dict] = {}
+    origin: dict[str, str] = {}  # recipe name -> where it came from, for name clashes
+    families: dict[str, list[str]] = {}
+    for name, recipe in config["recipes"].items():
+        if not recipe.get("leave_one_out"):
+            recipe.pop("leave_one_out", None)  # `false`: an ordinary recipe, with the same params as without it
+            expanded = {name: recipe}
+            source = f"`recipes.{name}`"
+        else:
+            key = f"recipes.{name}"
+            listed = "corpora" in recipe
+            corpora = list(recipe["corpora"]) if listed else [c for c in all_corpora if c not in evaluation_only]
+            unknown = [c for c in corpora if c not in all_corpora]
+            excluded = [c for c in corpora if c in evaluation_only]
+            unevaluated = [c for c in corpora if c in all_corpora and c not in evaluated]
+            if unknown:
+                problems.append(f"`{key}.corpora`: unknown corpus {unknown}; defined: {sorted(all_corpora)}")
+                continue
+            if excluded:
+                problems.append(f"`{key}.corpora`: {excluded} are evaluation-only (`corpora.<name>.evaluation_only: "
+                                "true`) and never enter a leave-one-out recipe; remove them from the list (an "
+                                "evaluation-only corpus is unseen by every recipe already)")
+                continue
+            if len(corpora) < 2:
+                where = "lists" if listed else "has (every corpus that is not evaluation-only)"
+                problems.append(f"`{key}`: leaving one corpus out needs at least two corpora; the family {where} "
+                                f"{corpora}")
+                continue
+            if unevaluated:
+                problems.append(f"`{key}`: held-out corpora {unevaluated} are not evaluated test sets "
+                                f"(`evaluation.testsets`: {evaluated}), so no table would show them unseen; add them "
+                                "to `evaluation.testsets`, or list the family's `corpora` without them")
+                continue
+            settings = {k: v for k, v in recipe.items() if k not in ("leave_one_out", "corpora")}
+            expanded = {f"{name}_{held_out}": {"corpora": [c for c in corpora if c != held_out], **_copy(settings)}
+                        for held_out in corpora}
+            families[name] = list(expanded)
+            source = f"the leave-one-out family `recipes.{name}`"
+        for recipe_name, spec in expanded.items():
+            if recipe_name in recipes:
+                problems.append(f"`recipes`: '{recipe_name}' comes from both {origin[recipe_name]} and {source}; "
+                                "rename one of them")
+                continue
+            if recipe_name == "none":
+                problems.append(f"`recipes`: {source} makes the reserved name 'none'; rename it")
+                continue
+            recipes[recipe_name], origin[recipe_name] = spec, source
+    if problems:
+        return problems
+    config["recipes"] = recipes
+    for scope in (config.get("training") or {}).get("paradigm_scope", {}).values():
+        if scope.get("recipes"):
+            scope["recipes"] = list(dict.fromkeys(r for n in scope["recipes"] for r in families.get(n, [n])))
+    return []
+
+
+def in_domain(recipes: dict, testsets: list[str]) -> dict[str, list[str]]:
+    """{recipe: [test sets whose corpus it trains on]}: a leave-one-out recipe's held-out corpus is out of domain."""
+    return {recipe: [t for t in testsets if t in spec["corpora"]] for recipe, spec in recipes.items()}
 
 
 def _cross_references(config: dict) -> list[str]:

@@ -9,10 +9,12 @@ from gendiag.config import (  # noqa: E402
     CLASSICAL_ARCH,
     CLASSICAL_PARADIGM,
     CLASSICAL_SEED,
+    in_domain,
     validate_config,
 )
 from gendiag.data.corpus import corpus_sources, download_name  # noqa: E402
 
+# Also expands each leave-one-out recipe family (`recipes.<name>.leave_one_out`) into its recipes.
 validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 
@@ -337,11 +339,8 @@ def adapter_input(wildcards):
 
 
 def in_domain_map():
-    """{recipe: [test sets whose corpus the recipe trains on]}."""
-    return {
-        recipe: [t for t in TESTSETS if t in spec["corpora"]]
-        for recipe, spec in config["recipes"].items()
-    }
+    """{recipe: [test sets whose corpus the recipe trains on]}; a leave-one-out recipe's held-out corpus is not."""
+    return in_domain(config["recipes"], TESTSETS)
 
 
 def model_resources():
