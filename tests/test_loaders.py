@@ -200,8 +200,8 @@ def test_empty_archive_and_missing_path(tmp_path):
         read_source({"loader": "enron_spam", "path": str(tmp_path / "nowhere")}, "e")
     with pytest.raises(IngestError, match=r"needs a path; set `corpora\.e\.path`"):
         read_source({"loader": "enron_spam"}, "e")
-    with pytest.raises(IngestError, match=r"unknown loader 'mbox'.*`corpora\.e\.loader`"):
-        read_source({"loader": "mbox", "path": str(tmp_path)}, "e")
+    with pytest.raises(IngestError, match=r"unknown loader 'maildir'.*`corpora\.e\.loader`"):
+        read_source({"loader": "maildir", "path": str(tmp_path)}, "e")
 
 
 # --- spamassassin --------------------------------------------------------------------------------------------------

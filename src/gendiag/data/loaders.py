@@ -43,14 +43,20 @@ MAX_CONTROL_SHARE = 0.1
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _ENRON_DATE = re.compile(r"^\d+\.(\d{4}-\d{2}-\d{2})\.")
 _CLAIR_SEPARATOR = re.compile(rb"^From r\s", re.M)
+_MBOX_SEPARATOR = re.compile(rb"^From ", re.M)
+_MBOX_ESCAPED_FROM = re.compile(rb"^>(>*From )", re.M)  # mboxrd: '>From ' in a body is an escaped 'From '
 _OFFLINE_VALUES = {"1", "true", "yes", "on"}
 _SHA_HINT = "(the sha256 in the config catches this)"
 
 
-def read_source(spec: dict[str, Any], corpus: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def read_source(spec: dict[str, Any], corpus: str, *, labelled: bool = True,
+                keys: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read the corpus configured by `spec` into (raw table, notes).
 
-    The raw table has the columns `RAW_COLUMNS`, all strings except the 0/1 `label`. The notes
+    The raw table has the columns `RAW_COLUMNS`, all strings except the 0/1 `label`. Mail to be
+    scored (`labelled=False`, `gendiag.evaluate.apply`) may lack labels: a missing label column is
+    allowed and a label outside the mapping becomes -1 instead of an error. `keys` names the
+    settings in errors (e.g. {"path": "--input"}) where they are not `corpora.<corpus>.<key>`. The notes
     hold `loader`, `files_read`, `messages_read`, `members_skipped` ({member: reason}),
     `members_excluded` (count left out by `include`), `decode_notes` ({note: count}),
     `problem_rows` and `problems` ({reason kind: count}).
@@ -61,7 +67,7 @@ def read_source(spec: dict[str, Any], corpus: str) -> tuple[pd.DataFrame, dict[s
         raise _corpus.IngestError(
             f"corpus '{corpus}': unknown loader {loader!r}; set `corpora.{corpus}.loader` to one of {sorted(LOADERS)}"
         )
-    reading = _Reading(corpus, spec)
+    reading = _Reading(corpus, spec, labelled=labelled, keys=keys)
     read(reading)
     return reading.finish()
 
@@ -69,9 +75,12 @@ def read_source(spec: dict[str, Any], corpus: str) -> tuple[pd.DataFrame, dict[s
 class _Reading:
     """State of one `read_source` call: the rows so far, the notes, and the config context for errors."""
 
-    def __init__(self, corpus: str, spec: dict[str, Any]):
+    def __init__(self, corpus: str, spec: dict[str, Any], *, labelled: bool = True,
+                 keys: dict[str, str] | None = None):
         self.corpus = corpus
         self.spec = spec
+        self.labelled = labelled
+        self.keys = keys
         self.rows: list[dict[str, Any]] = []
         self.files_read = 0
         self.members_skipped: dict[str, str] = {}
@@ -85,6 +94,8 @@ class _Reading:
         return _corpus.IngestError(f"corpus '{self.corpus}': {message}")
 
     def key(self, name: str) -> str:
+        if self.keys is not None:
+            return self.keys.get(name, f"`{name}`")
         return f"`corpora.{self.corpus}.{name}`"
 
     def path(self) -> Path:
@@ -155,7 +166,9 @@ class _Reading:
         first_unknown: dict[str, dict[str, Any]] = {}
         for row in self.rows:
             key = next((key for key in row["_label_keys"] if key in mapping), None)
-            if key is None:
+            if key is None and not self.labelled:
+                labels.append(-1)  # mail to be scored: an unknown or absent label is no error
+            elif key is None:
                 value = row["_label_keys"][0]
                 unknown[value] += 1
                 first_unknown.setdefault(value, row)
@@ -370,6 +383,36 @@ def _message_id(message: bytes) -> str:
     return " ".join(match.group(1).decode("ascii", "replace").split()) if match else ""
 
 
+# --- mbox ----------------------------------------------------------------------------------------------------------
+
+
+def _read_mbox(reading: _Reading) -> None:
+    """A Unix mbox file (plain or .gz): one RFC 822 message after each line that starts with 'From '.
+
+    Its messages carry no labels (label_fine `mbox`); it is read to be scored (`gendiag.evaluate.apply`).
+    """
+    reading.use_label_map(None)
+    path = reading.path()
+    data = _read_bytes(reading, path)
+    starts = [match.start() for match in _MBOX_SEPARATOR.finditer(data)]
+    if not starts:
+        raise reading.error(
+            f"{path} has no 'From ' separator lines, so it is not an mbox file; give a CSV or JSON lines file"
+            f" instead, or set {reading.key('format')}"
+        )
+    if data[: starts[0]].strip():
+        reading.members_skipped["preamble"] = f"{starts[0]} bytes before the first 'From ' line, not a message"
+    for number, (start, end) in enumerate(zip(starts, starts[1:] + [len(data)], strict=True), start=1):
+        block = data[start:end]
+        message = block.split(b"\n", 1)[1] if b"\n" in block else b""
+        message = _MBOX_ESCAPED_FROM.sub(rb"\1", message)
+        source_id = f"message {number}"
+        message_id = _message_id(message)
+        if message_id:
+            source_id += f" {message_id}"
+        _add_rfc822(reading, message, source_id=source_id, source=str(path), label_fine="mbox")
+
+
 # --- tables --------------------------------------------------------------------------------------------------------
 
 
@@ -425,6 +468,8 @@ def _rows_from_table(reading: _Reading, table: pd.DataFrame, source: str, column
     """
     fields = {name: column for name, column in columns.items() if name != "text"}
     fields.setdefault("body", columns.get("text", "text"))
+    if default_label is None and not reading.labelled and fields.get("label") not in table.columns:
+        default_label = ""  # mail to be scored needs no label column
     if default_label is not None:
         fields.pop("label", None)
     missing = [column for column in fields.values() if column not in table.columns]
@@ -610,6 +655,7 @@ LOADERS: dict[str, Callable[[_Reading], None]] = {
     "curated_csv": _read_curated_csv,
     "kaggle_phishing": _read_kaggle_phishing,
     "clair": _read_clair,
+    "mbox": _read_mbox,
     "table": _read_generic_table,
     "hf_dataset": _read_hf_dataset,
 }
