@@ -67,7 +67,7 @@ def with_evaluation_only_corpus(study: Path, tmp_path: Path) -> Path:
     config["corpora"]["advance_fee"] = {"loader": "synthetic", "style": "advance_fee", "n_messages": 80, "seed": 4,
                                         "evaluation_only": True}
     path = tmp_path / "evaluation_only.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))  # sorted keys reorder runs: a rerun by itself
     return path
 
 
