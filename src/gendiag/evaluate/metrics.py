@@ -178,17 +178,27 @@ def bootstrap_ci(
         raise ValueError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
 
     predicted = scores >= threshold
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
-    for counts in resample_counts(len(scores), n_resamples, seed):
-        for name, values in _weighted_metrics(counts, positive, scores, predicted).items():
-            parts[name].append(values)
+    return percentile_intervals(
+        lambda counts: _weighted_metrics(counts, positive, scores, predicted), METRICS, len(scores), n_resamples,
+        seed, confidence,
+    )
 
+
+def percentile_intervals(weighted_metrics, names: Sequence[str], n: int, n_resamples: int, seed: int,
+                         confidence: float) -> dict[str, float]:
+    """``{name}_ci_low``/``{name}_ci_high`` percentile intervals of the metrics `weighted_metrics`
+    computes from each chunk of `resample_counts(n, n_resamples, seed)` ({name: one value per
+    resample}); resamples where a metric is undefined (NaN) are left out of its interval."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for counts in resample_counts(n, n_resamples, seed):
+        for name, values in weighted_metrics(counts).items():
+            parts[name].append(values)
     alpha = (1.0 - confidence) / 2.0
     out: dict[str, float] = {}
-    for name in METRICS:
+    for name in names:
         values = np.concatenate(parts[name])
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN AUROC -> NaN interval
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN -> NaN interval
             low, high = np.nanquantile(values, [alpha, 1.0 - alpha])
         out[f"{name}_ci_low"] = float(low)
         out[f"{name}_ci_high"] = float(high)

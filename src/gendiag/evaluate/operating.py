@@ -54,7 +54,7 @@ from gendiag.evaluate.metrics import (
     _validate,
     bootstrap_ci,
     classification_metrics,
-    resample_counts,
+    percentile_intervals,
 )
 
 log = logging.getLogger("gendiag.evaluate.operating")
@@ -325,20 +325,10 @@ def operating_bootstrap_ci(
     if not (0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be strictly between 0 and 1; got {confidence!r}")
     bins = ece_bins(scores)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in OPERATING_METRICS}
-    for counts in resample_counts(len(scores), n_resamples, seed):
-        for name, values in _weighted_operating_metrics(counts, positive, scores, bins).items():
-            parts[name].append(values)
-    alpha = (1.0 - confidence) / 2.0
-    out: dict[str, float] = {}
-    for name in OPERATING_METRICS:
-        values = np.concatenate(parts[name])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN -> NaN interval
-            low, high = np.nanquantile(values, [alpha, 1.0 - alpha])
-        out[f"{name}_ci_low"] = float(low)
-        out[f"{name}_ci_high"] = float(high)
-    return out
+    return percentile_intervals(
+        lambda counts: _weighted_operating_metrics(counts, positive, scores, bins), OPERATING_METRICS, len(scores),
+        n_resamples, seed, confidence,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
