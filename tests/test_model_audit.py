@@ -9,9 +9,14 @@ import pytest
 from gendiag.data.audit import estimate_label_noise
 from gendiag.data.model_audit import (
     MODEL_AUDIT_COLUMNS,
+    MODEL_AUDIT_TABLE_COLUMNS,
+    audit_sample,
     compare_audits,
+    injected_noise_of,
+    model_audit_table,
     model_label_audit,
     model_suspects,
+    run_model_audit,
     summarise_model_audit,
 )
 from gendiag.data.synthetic import generate_style
@@ -142,3 +147,55 @@ def test_on_a_noisy_synthetic_corpus(vocab):
     flexible = compare_audits(audit_of(4.0), cleanlab["suspects"], injected_noise=corpus)
     assert flexible["n_model"] < smooth["n_model"]  # it memorised some flipped labels
     assert np.isclose(flexible["cleanlab_precision"], smooth["cleanlab_precision"])
+
+
+# --- one run's audit and the study's table -----------------------------------------------------
+
+
+def test_audit_sample_keeps_the_label_shares():
+    train = pd.DataFrame({"uid": [f"m{i}" for i in range(100)], "label": [1] * 30 + [0] * 70})
+    assert audit_sample(train, None, seed=0).equals(train)
+    assert audit_sample(train, 500, seed=0).equals(train)
+    sample = audit_sample(train, 20, seed=0)
+    assert len(sample) == 20 and sample["label"].sum() == 6 and sample["uid"].is_unique
+    assert sample.equals(audit_sample(train, 20, seed=0)) and not sample.equals(audit_sample(train, 20, seed=1))
+    with pytest.raises(ValueError, match="max_messages must be at least 2"):
+        audit_sample(train, 1, seed=0)
+
+
+def test_run_audit_and_table_by_hand():
+    scored = pd.DataFrame({"uid": list("abcdef"), "label": [1, 1, 1, 0, 0, 0],
+                           "p_malicious": [0.01, 0.02, 0.03, 0.2, 0.3, 0.95]})  # flags a, b, c, f
+    train = scored.assign(label_flipped=[True, True, False, True, False, False])
+    assert injected_noise_of(scored) is None and injected_noise_of(train.assign(label_flipped=None)) is None
+    audit, summary = run_model_audit(scored, 0.9, ["b", "d", "zz"], injected_noise_of(train), top_suspects=2)
+    assert audit["flagged"].tolist() == [True, True, True, False, False, True]
+    assert [s["uid"] for s in summary["suspects"]] == ["a", "b"]
+    c = summary["comparison"]
+    assert (c["n_model"], c["n_cleanlab"], c["n_both"], c["cleanlab_outside_universe"]) == (4, 2, 1, 1)
+    assert (c["model_precision"], c["model_recall"], c["cleanlab_precision"]) == (0.5, 2 / 3, 1.0)
+    json.dumps(summary)
+    _, real = run_model_audit(scored, 0.9, ["b"])
+    table = model_audit_table([{**real, "arch": "llama", "recipe": "r", "seed": 0},
+                               {**summary, "arch": "gemma", "recipe": "r", "seed": 0}])
+    assert tuple(table.columns) == MODEL_AUDIT_TABLE_COLUMNS and table["arch"].tolist() == ["gemma", "llama"]
+    assert table.loc[0, "model_precision"] == 0.5 and table.loc[0, "noise_ground_truth"] == "injected (synthetic)"
+    assert np.isnan(table.loc[1, "model_precision"]) and table.loc[1, "noise_ground_truth"] == "none (real labels)"
+    assert table.loc[1, "jaccard"] == 0.25 and table.loc[1, "model_flagged_share"] == pytest.approx(4 / 6)
+
+
+def test_the_summary_states_both_audits_in_words():
+    from gendiag.report.summary import _label_audit_text
+
+    scored = pd.DataFrame({"uid": list("abcdef"), "label": [1, 1, 1, 0, 0, 0],
+                           "p_malicious": [0.01, 0.02, 0.03, 0.2, 0.3, 0.95]})
+    noise = scored.assign(label_flipped=[True, True, False, True, False, False])
+    _, synthetic = run_model_audit(scored, 0.9, ["b", "d"], injected_noise_of(noise))
+    _, real = run_model_audit(scored, 0.9, ["b"])
+    rows = model_audit_table([{**synthetic, "arch": "llama", "recipe": "specialist", "seed": 0},
+                              {**real, "arch": "llama", "recipe": "generalist", "seed": 0}]).to_dict("records")
+    assert _label_audit_text(rows[1]) == (
+        "llama/specialist: the model contradicts 4 of its 6 training labels at p ≥ 0.9; confident learning flags 2, "
+        "both 1; against the 3 injected label flips, same-model precision 50% and recall 67%, confident learning "
+        "100% and 67%")
+    assert _label_audit_text(rows[0]).endswith("both 1 (real labels: no injected noise to score them against)")

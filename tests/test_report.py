@@ -163,6 +163,21 @@ def test_write_table_writes_three_parseable_files(tmp_path):
     assert "llama & yes & 300 & 0.912 \\\\" in tex
 
 
+def test_interval_view_puts_each_ci_in_its_metric_cell(tmp_path):
+    df = pd.DataFrame({"arch": ["llama", "gemma"], "f1": [0.9123, float("nan")], "f1_ci_low": [0.88, float("nan")],
+                       "f1_ci_high": [0.94, float("nan")], "ece": [0.05, 0.1], "ece_ci_low": [0.01, float("nan")],
+                       "ece_ci_high": [0.09, 0.2], "n": [100, 80]})
+    paths = write_table(df, tmp_path / "cross", intervals=True)
+    assert list(pd.read_csv(paths[0]).columns) == list(df.columns)  # the CSV keeps every bound
+    md = paths[1].read_text().splitlines()
+    assert md[0] == "| arch | f1 | ece | n |"
+    assert md[2] == "| llama | 0.912 [0.880, 0.940] | 0.050 [0.010, 0.090] | 100 |"
+    assert md[3] == "| gemma | — | 0.100 [—, 0.200] | 80 |"
+    assert "llama & 0.912 [0.880, 0.940] & 0.050 [0.010, 0.090] & 100" in paths[2].read_text()
+    with pytest.raises(ValueError, match="cannot be combined"):
+        write_table(df, tmp_path / "x", intervals=True, no_ground_truth={"f1": [True, False]})
+
+
 # --- figures -----------------------------------------------------------------------------------
 
 TESTSETS = ["corporate", "mailing_list", "credential_phish", "advance_fee"]

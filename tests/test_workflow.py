@@ -133,7 +133,8 @@ def test_a_leave_one_out_family_trains_one_recipe_per_held_out_corpus_and_never_
         assert f"results/predictions/llama/loco_{held_out}/standard/seed0/{held_out}.parquet" in cross
 
 
-MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"}
+MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse",
+               "model_audit"}
 
 
 def test_model_jobs_ask_for_the_configured_gpus_and_no_other_job_asks_for_one():
@@ -217,6 +218,14 @@ def test_tiny_study_writes_the_canonical_outputs_with_sane_values(tiny_study):
     assert sorted(audit.index) == ["corporate", "credential_phish"]
     assert (audit["rows_read"] == audit["rows_kept"] + audit["rows_quarantined"]).all()
     assert (audit["rows_read"] == 160).all() and audit["est_label_noise"].between(0, 0.5).all()
+    # The same-model audit: every standard model on its own 80 training messages, against the injected noise.
+    model_audit = pd.read_csv(tiny_study / "results/tables/model_audit.csv")
+    assert sorted(zip(model_audit["arch"], model_audit["recipe"], strict=True)) == [
+        (a, r) for a in ("gemma", "llama", "mistral") for r in ("generalist", "specialist")]
+    assert (model_audit["n_audited"] == 80).all()
+    assert (model_audit["noise_ground_truth"] == "injected (synthetic)").all()
+    assert (model_audit["n_injected"] > 0).all() and (model_audit["both_flagged"] <= model_audit["model_flagged"]).all()
+    assert model_audit["cleanlab_precision"].between(0, 1).all()
     for stem in ("cross_dataset_f1", "training_curves", "generalisation_gap", "data_audit", "source_identifiability",
                  "roc_curves", "det_curves"):
         for ext in ("pdf", "png"):
@@ -248,6 +257,7 @@ def test_tiny_study_answers_every_claim_and_writes_the_summary_from_the_numbers(
     for row in claims.to_dict("records"):
         assert format_finding(row) in summary
     assert "## Circuits" in summary and "## Explanations (SHAP)" in summary
+    assert "## Label audits" in summary and "injected label flips, same-model precision" in summary
 
 
 @pytest.mark.slow
@@ -362,8 +372,10 @@ def test_changing_one_architectures_lora_rank_reruns_only_that_architecture(tiny
                   "figure_training_curves", "figure_generalisation_gap", "shap_tables", "figure_shap_top_tokens",
                   "figure_shap_faithfulness", "figure_shap_heatmaps", "circuits_tables", "figure_circuits",
                   "figure_attention_pairs", "claims_table", "study_summary", "seed_summary_table", "weight_drift",
-                  "prompt_robustness", "figure_roc_curves", "all"}
-    assert set(jobs) == {"finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse"} | aggregates
+                  "prompt_robustness", "figure_roc_curves", "model_audit_table", "all"}
+    assert sorted(jobs["model_audit"]) == sorted(w.replace("paradigm=standard, ", "") for w in jobs["finetune"])
+    assert set(jobs) == {"finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse",
+                         "model_audit"} | aggregates
     assert jobs["figure_shap_heatmaps"] == ["arch=mistral"]
     assert jobs["figure_attention_pairs"] == ["arch=mistral"]
 

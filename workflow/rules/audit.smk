@@ -122,3 +122,68 @@ rule figure_source_identifiability:
         runtime=30,
     script:
         "../scripts/figure_source_identifiability.py"
+
+
+# The seed study's same-model audit: each standard fine-tuned model scores its own training split.
+rule model_audit:
+    input:
+        base="results/models/{arch}/base",
+        adapter="results/finetune/{arch}/{recipe}/standard/seed{seed}/adapter",
+        train="results/datasets/{recipe}/train.parquet",
+        suspects=lambda wc: expand(
+            "results/audit/{corpus}.suspects.csv",
+            corpus=config["recipes"][wc.recipe]["corpora"],
+        ),
+        code=lambda wc: library(*PREDICT_MODULES, "data.model_audit")
+        + family_library(wc),
+    output:
+        messages="results/model_audit/{arch}/{recipe}/seed{seed}.csv",
+        summary="results/model_audit/{arch}/{recipe}/seed{seed}.json",
+    log:
+        "results/logs/model_audit/{arch}/{recipe}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/model_audit/{arch}/{recipe}/seed{seed}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: config["compute"]["threads"]
+    resources:
+        **model_resources(),
+    params:
+        family=lambda wc: config["models"][wc.arch]["family"],
+        prompt=model_prompt,
+        options=config["audit"]["same_model"],
+        seed=config["audit"]["seed"],
+        batch_size=config["evaluation"]["batch_size"],
+        quantization=config["training"]["quantization"],
+        compute={k: config["compute"][k] for k in ("device", "dtype")},
+    script:
+        "../scripts/model_audit.py"
+
+
+rule model_audit_table:
+    input:
+        summaries=[
+            f"results/model_audit/{arch}/{recipe}/seed{seed}.json"
+            for arch, recipe, seed in model_audit_runs()
+        ],
+        code=library("data.model_audit", "report.tables"),
+    output:
+        csv=report(
+            "results/tables/model_audit.csv",
+            caption="../report/model_audit_table.rst",
+            category="Data audit",
+        ),
+        md="results/tables/model_audit.md",
+        tex="results/tables/model_audit.tex",
+    log:
+        "results/logs/model_audit_table.log",
+    benchmark:
+        "results/benchmarks/model_audit_table.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/model_audit_table.py"

@@ -286,6 +286,17 @@ def tuned_runs():
     return [run for run in runs() if run[2] != "zeroshot"]
 
 
+def model_audit_runs():
+    """(arch, recipe, seed) of each standard fine-tuned model the same-model label audit scores."""
+    if not config["audit"]["same_model"]["enabled"]:
+        return []
+    return [
+        (arch, recipe, seed)
+        for arch, recipe, paradigm, seed in tuned_runs()
+        if paradigm == "standard"
+    ]
+
+
 def run_dir(arch, recipe, paradigm, seed):
     return f"{arch}/{recipe}/{paradigm}/seed{seed}"
 
@@ -358,6 +369,7 @@ def summary_extra_tables():
     return {
         "shap": "results/tables/shap_faithfulness.csv" if shap_jobs() else [],
         "circuits": "results/tables/circuits_summary.csv" if circuits_runs() else [],
+        "label_audit": "results/tables/model_audit.csv" if model_audit_runs() else [],
     }
 
 
@@ -384,6 +396,8 @@ def study_outputs():
     reports = expand("results/ingested/{corpus}.ingest.json", corpus=CORPORA)
     audit = expand("results/tables/data_audit.{ext}", ext=["csv", "md", "tex"])
     audit += expand("results/figures/data_audit.{ext}", ext=["pdf", "png"])
+    if model_audit_runs():
+        audit += expand("results/tables/model_audit.{ext}", ext=["csv", "md", "tex"])
     if len(CORPORA) > 1:  # telling corpora apart needs two of them
         audit += expand(
             "results/figures/source_identifiability.{ext}", ext=["pdf", "png"]

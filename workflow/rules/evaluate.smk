@@ -317,6 +317,7 @@ rule study_summary:
         cross="results/tables/cross_dataset.csv",
         shap=summary_extra_tables()["shap"],
         circuits=summary_extra_tables()["circuits"],
+        label_audit=summary_extra_tables()["label_audit"],
         code=library("evaluate.claims", "report.summary"),
     output:
         summary=report(

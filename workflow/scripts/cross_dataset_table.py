@@ -29,7 +29,7 @@ for arch, recipe, paradigm, seed, testset, path in prediction_files(runs, testse
     rows.append({"arch": arch, "recipe": recipe, "paradigm": paradigm, "seed": seed, "testset": testset,
                  "in_domain": testset in in_domain.get(recipe, []), **metrics})
 cross = cross_dataset_table(rows)
-write_table(cross, smk.output.table[0].removesuffix(".csv"), label="tab:cross-dataset",
+write_table(cross, smk.output.table[0].removesuffix(".csv"), label="tab:cross-dataset", intervals=True,
             caption="Cross-dataset evaluation with 95% bootstrap CIs: F1 at the study's threshold, PR-AUC, FPR at "
                     f"recall 0.90/0.95, recall at FPR 0.01, Brier score, ECE ({ECE_BINS} equal-width bins of "
                     "p(malicious), weighted by count) and F1 at the threshold re-tuned on the target corpus's "

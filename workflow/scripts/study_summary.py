@@ -14,6 +14,7 @@ text = study_summary(
     significance,
     shap=pd.read_csv(smk.input.shap) if smk.input.shap else None,
     circuits=pd.read_csv(smk.input.circuits) if smk.input.circuits else None,
+    label_audit=pd.read_csv(smk.input.label_audit) if smk.input.label_audit else None,
 )
 write_text(text, smk.output.summary)
 log.info("\n%s", text)

@@ -208,3 +208,77 @@ def compare_audits(
         out[f"{name}_precision"] = None if noise is None else _ratio(hits, len(flagged))
         out[f"{name}_recall"] = None if noise is None else _ratio(hits, len(noise))
     return out
+
+
+# --- one fine-tuned run's audit, and the study's table ---------------------------------------------
+
+
+def audit_sample(train: pd.DataFrame, max_messages: int | None, seed: int) -> pd.DataFrame:
+    """The training messages the same-model audit scores: all of them, or `max_messages` drawn per label in
+    proportion (a model forward pass per message is the audit's cost on a large model)."""
+    if max_messages is None or len(train) <= max_messages:
+        return train.reset_index(drop=True)
+    if max_messages < 2:
+        raise ValueError(f"max_messages must be at least 2 (one per label) or null for all; got {max_messages}")
+    shares = train["label"].value_counts(normalize=True).sort_index()
+    take = (shares * max_messages).round().astype(int).clip(lower=1)
+    parts = [train[train["label"] == label].sample(n=min(int(n), int((train["label"] == label).sum())),
+                                                   random_state=seed) for label, n in take.items()]
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def injected_noise_of(train: pd.DataFrame) -> pd.DataFrame | None:
+    """The record of flipped labels when every audited message has one (synthetic corpora); None otherwise."""
+    if "label_flipped" not in train.columns or train["label_flipped"].isna().any():
+        return None
+    return train[["uid", "label_flipped"]]
+
+
+def run_model_audit(
+    scored: pd.DataFrame,
+    threshold: float,
+    cleanlab_suspects: Iterable[str],
+    injected_noise: pd.DataFrame | None = None,
+    top_suspects: int = 20,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Audit one fine-tuned run's training messages and compare with the confident-learning audit.
+
+    `scored` is the model's prediction table on (a sample of) its training split; `cleanlab_suspects`
+    the uids the corpus audits flagged (on whole corpora: the comparison is restricted to the scored
+    messages). Returns the per-message audit and a JSON-able summary: `summarise_model_audit`'s keys,
+    ``comparison`` (`compare_audits`), ``injected_noise`` (whether precision against noise is
+    defined) and the ``suspects`` most confidently contradicted.
+    """
+    audit = model_label_audit(scored, threshold)
+    summary = summarise_model_audit(audit, threshold)
+    summary["comparison"] = compare_audits(audit, list(cleanlab_suspects), injected_noise, universe=audit["uid"])
+    summary["injected_noise"] = injected_noise is not None
+    summary["suspects"] = model_suspects(audit, top=top_suspects)
+    return audit, summary
+
+
+MODEL_AUDIT_TABLE_COLUMNS: tuple[str, ...] = (
+    "arch", "recipe", "seed", "n_audited", "threshold", "model_flagged", "model_flagged_share", "cleanlab_flagged",
+    "both_flagged", "jaccard", "noise_ground_truth", "n_injected", "model_precision", "model_recall",
+    "cleanlab_precision", "cleanlab_recall",
+)
+
+
+def model_audit_table(summaries: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per audited run (each summary of `run_model_audit` with ``arch``, ``recipe``, ``seed``):
+    what each audit flags, their overlap, and precision/recall against injected noise (NaN without it)."""
+    rows = []
+    for s in summaries:
+        c = s["comparison"]
+        rows.append({
+            "arch": s["arch"], "recipe": s["recipe"], "seed": int(s["seed"]), "n_audited": s["n"],
+            "threshold": s["threshold"], "model_flagged": c["n_model"], "model_flagged_share": s["flagged_share"],
+            "cleanlab_flagged": c["n_cleanlab"], "both_flagged": c["n_both"], "jaccard": c["jaccard"],
+            "noise_ground_truth": "injected (synthetic)" if s["injected_noise"] else "none (real labels)",
+            "n_injected": c["n_injected"],
+            **{f"{audit}_{m}": c[f"{audit}_{m}"] for audit in ("model", "cleanlab") for m in ("precision", "recall")},
+        })
+    table = pd.DataFrame(rows, columns=list(MODEL_AUDIT_TABLE_COLUMNS))
+    numeric = [c for c in MODEL_AUDIT_TABLE_COLUMNS if c not in ("arch", "recipe", "noise_ground_truth")]
+    table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
+    return table.sort_values(["arch", "recipe", "seed"], kind="stable").reset_index(drop=True)

@@ -310,6 +310,25 @@ def to_latex(
     return "\n".join(lines) + "\n"
 
 
+def with_intervals(df: pd.DataFrame, float_format: str = "{:.3f}") -> pd.DataFrame:
+    """The table as a reader sees it: each metric that has ``{metric}_ci_low`` and ``{metric}_ci_high``
+    columns becomes one cell "value [low, high]" and its two bound columns go; a missing value stays
+    missing (a missing bound is written as a dash)."""
+    out = df.copy()
+    for column in df.columns:
+        low, high = f"{column}_ci_low", f"{column}_ci_high"
+        if low not in df.columns or high not in df.columns:
+            continue
+        out[column] = [
+            None if _is_missing(v)
+            else f"{_format_cell(v, float_format, '—')} [{_format_cell(lo, float_format, '—')}, "
+                 f"{_format_cell(hi, float_format, '—')}]"
+            for v, lo, hi in zip(df[column], df[low], df[high], strict=True)
+        ]
+        out = out.drop(columns=[low, high])
+    return out
+
+
 def write_table(
     df: pd.DataFrame,
     stem: str | os.PathLike,
@@ -317,15 +336,21 @@ def write_table(
     caption: str | None = None,
     label: str | None = None,
     no_ground_truth: Mapping[str, Sequence[bool]] | None = None,
+    intervals: bool = False,
 ) -> list[Path]:
     """Write ``{stem}.csv`` (full precision, NaN where a value is missing), ``{stem}.md`` and
     ``{stem}.tex``; return their paths. `no_ground_truth` ({column: a flag per row}) marks the
-    missing cells that Markdown and LaTeX show as `NO_PLANTED_CUES` rather than a dash."""
+    missing cells that Markdown and LaTeX show as `NO_PLANTED_CUES` rather than a dash.
+    `intervals` writes Markdown and LaTeX with each confidence interval in its metric's cell
+    (`with_intervals`), for tables too wide to read otherwise; the CSV keeps every column."""
     stem = Path(stem)
     float_format.format(0.5)  # fail here, not halfway through the writes, on a bad format string
     _missing_texts(df, "", no_ground_truth)  # likewise on flags that do not fit the table
+    if intervals and no_ground_truth:
+        raise ValueError("intervals and no_ground_truth cannot be combined: the interval view merges columns")
+    shown = with_intervals(df, float_format) if intervals else df
     csv_path, md_path, tex_path = (stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex"))
     write_csv(df, csv_path)
-    write_text(to_markdown(df, float_format, no_ground_truth), md_path)
-    write_text(to_latex(df, float_format, caption=caption, label=label, no_ground_truth=no_ground_truth), tex_path)
+    write_text(to_markdown(shown, float_format, no_ground_truth), md_path)
+    write_text(to_latex(shown, float_format, caption=caption, label=label, no_ground_truth=no_ground_truth), tex_path)
     return [csv_path, md_path, tex_path]
