@@ -134,14 +134,19 @@ def test_a_leave_one_out_family_trains_one_recipe_per_held_out_corpus_and_never_
 
 
 MODEL_RULES = {"base_tiny", "finetune", "predict", "predict_variants", "shap_explain", "circuits_analyse",
-               "model_audit"}
+               "model_audit", "predict_evaluation_only"}
 
 
-def test_model_jobs_ask_for_the_configured_gpus_and_no_other_job_asks_for_one():
-    """What the SLURM executor turns into --gpus/--mem/--time, read from the paper study's graph."""
-    result = run(["-n", "--forceall", "--cores", "2", "--configfile", "config/paper.yaml"], REPO, timeout=300)
+def test_model_jobs_ask_for_the_configured_gpus_and_no_other_job_asks_for_one(tmp_path):
+    """What the SLURM executor turns into --gpus/--mem/--time, read from the paper study's graph (with an
+    evaluation-only corpus added, so that its prediction jobs are in the graph too)."""
+    config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    config["corpora"]["heldout"] = {**config["corpora"]["spamassassin"], "evaluation_only": True}
+    path = tmp_path / "paper-heldout.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = run(["-n", "--forceall", "--cores", "2", "--configfile", str(path)], REPO, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
-    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())["compute"]
+    paper = config["compute"]
     seen = set()
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
         match = re.match(r"(?:local)?rule (\w+):", block)
