@@ -584,3 +584,8 @@ def test_real_corpus_slice_runs_every_stage_and_says_where_there_is_no_ground_tr
     assert (root / "results/report/shap_text_heatmaps_llama.html").read_text().count("no ground truth") >= 1
     cross = pd.read_csv(tables / "cross_dataset.csv")
     assert set(cross["testset"]) == {"enron", "spamassassin", "nazario", "clair"}
+    # CLAIR is evaluation-only: every model scores it, none trained on it, and it has no validation split.
+    clair = cross[cross["testset"] == "clair"]
+    assert len(clair) == len(cross) // 4 and not clair["in_domain"].any() and clair["f1_retuned"].isna().all()
+    assert set(pd.read_parquet(root / "results/splits/clair.parquet")["split"]) == {"test"}
+    assert (pd.read_csv(tables / "model_audit.csv")["noise_ground_truth"] == "none (real labels)").all()
