@@ -93,9 +93,12 @@ def test_normalised_effect_refuses_pairs_without_a_gap():
         normalised_effect(1.0, 2.0, 2.0)
 
 
-def test_decision_point_is_the_first_point_past_half_the_final_value():
+def test_decision_point_is_where_the_logit_difference_stays_past_half_the_final_value():
     assert decision_point(np.array([0.0, 0.4, 2.6, 3.0, 4.0])) == 2
     assert decision_point(np.array([0.0, 1.0, -0.5])) is None  # no decision for the clean label
+    # An early transient (Gemma 3's first layers through the final norm) is not the decision.
+    assert decision_point(np.array([-60.0, 19.0, 3.0, -7.0, 0.5, 12.0, 7.4])) == 5
+    assert decision_point(np.array([3.0, 3.5, 4.0])) == 0
 
 
 def test_position_shares_add_up_to_one():

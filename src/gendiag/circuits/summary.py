@@ -17,13 +17,18 @@ SUMMARY_COLUMNS = (*JOB_KEYS, "n_pairs", "pair_kinds", "n_candidates", "n_droppe
 
 
 def decision_point(mean_lens: np.ndarray) -> int | None:
-    """First residual point where the logit difference exceeds half its final value (None if the
-    final value is not positive: the model does not decide for the clean label on average)."""
+    """First residual point from which the logit difference stays above half its final value (None
+    if the final value is not positive: the model does not decide for the clean label on average).
+
+    "Stays", not "first exceeds": read through the final norm, the early residual stream of a deep
+    model can swing far past the final value and back (Gemma's scaled embeddings do), and such a
+    transient is not where the label is settled."""
     mean_lens = np.asarray(mean_lens, dtype=float)
     final = mean_lens[-1]
     if not final > 0:
         return None
-    return int(np.flatnonzero(mean_lens > final / 2)[0])
+    below = np.flatnonzero(~(mean_lens > final / 2))
+    return 0 if below.size == 0 else int(below[-1]) + 1
 
 
 def position_shares(resid: pd.DataFrame) -> dict[str, float]:

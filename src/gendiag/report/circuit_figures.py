@@ -165,7 +165,7 @@ def plot_logit_lens(
     x: normalised depth (residual point / number of layers; 0 = embeddings, 1 = output); y: mean
     over pairs of the label logit difference read through the final norm, clean prompt solid,
     corrupted dashed, with ±1 standard-error bands. The marker is each arch's decision point: the
-    first point where the clean mean exceeds half its final value.
+    first point from which the clean mean stays above half its final value.
     """
     curves = lens_curves(lens)
     panels, multi_paradigm = _models(curves, recipes, "logit-lens table")
@@ -221,7 +221,7 @@ def plot_logit_lens(
                    label="corrupted (cue replaced by a benign phrase)"),
             Patch(facecolor="0.3", alpha=0.2, label="±1 standard error over pairs"),
             Line2D([], [], color="0.6", marker="D", markeredgecolor="black", linestyle="none", markersize=6,
-                   label="decision point: clean mean first above ½ of its final value"),
+                   label="decision point: clean mean above ½ of its final value from here on"),
         ]
         fig.legend(handles=style_handles, loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Logit lens: the label logit difference read off the residual stream at the answer position\n"
