@@ -350,3 +350,9 @@ def test_a_model_without_analysed_pairs_gets_a_summary_row_that_says_so():
                           agreement, top_k=3)
     assert row["n_pairs"] == 0 and row["n_dropped_small_effect"] == 3 and row["top_heads"] == ""
     assert set(row) <= set(SUMMARY_COLUMNS) and row["merge_label_agreement"] == 1.0
+    from gendiag.circuits.summary import summary_table
+    from gendiag.report.tables import to_markdown
+
+    table = summary_table([row, {**row, "recipe": "specialist", "n_pairs": 1, "n_layers": 18, "decision_layer": 13}])
+    assert tuple(table.columns) == SUMMARY_COLUMNS and str(table["n_layers"].dtype) == "Int64"
+    assert "| 18 | 13 |" in to_markdown(table[["n_layers", "decision_layer"]])

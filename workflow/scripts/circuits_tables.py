@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from gendiag.circuits.summary import SUMMARY_COLUMNS, pair_status_table, read_run_tables, summarise_model
+from gendiag.circuits.summary import pair_status_table, read_run_tables, summarise_model, summary_table
 from gendiag.io import setup_logging
 from gendiag.report.tables import write_table
 
@@ -16,7 +16,7 @@ for i, run in enumerate(runs):
     tables = {name: pd.read_parquet(smk.input[name][i]) for name in ("pairs", "lens", "resid", "heads")}
     rows.append(summarise_model(dict(zip(keys, run, strict=True)), tables, pd.read_parquet(smk.input.agreement[i]),
                                 int(smk.params.top_heads)))
-summary = pd.DataFrame(rows).reindex(columns=list(SUMMARY_COLUMNS))
+summary = summary_table(rows)
 log.info("circuits summary:\n%s", summary.to_string(index=False))
 status = pair_status_table(read_run_tables(smk.input.pairs, runs), read_run_tables(smk.input.drops, runs))
 write_table(summary, smk.output.summary[0].removesuffix(".csv"),

@@ -16,6 +16,15 @@ SUMMARY_COLUMNS = (*JOB_KEYS, "n_pairs", "pair_kinds", "n_candidates", "n_droppe
                    "other_position_share", "merge_label_agreement", "merge_max_abs_log_odds_diff")
 
 
+def summary_table(rows: list[dict]) -> pd.DataFrame:
+    """circuits_summary.csv from `summarise_model` rows: `SUMMARY_COLUMNS`, layer counts as integers
+    that may be missing (a model without analysed pairs has none), so tables print 18, not 18.000."""
+    table = pd.DataFrame(rows).reindex(columns=list(SUMMARY_COLUMNS))
+    for column in ("n_layers", "decision_layer"):
+        table[column] = pd.to_numeric(table[column]).round().astype("Int64")
+    return table
+
+
 def decision_point(mean_lens: np.ndarray) -> int | None:
     """First residual point from which the logit difference stays above half its final value (None
     if the final value is not positive: the model does not decide for the clean label on average).
