@@ -102,7 +102,7 @@ def study_summary(
                 lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: no pair moved the prediction enough "
                              "to analyse")
                 continue
-            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {int(row['n_pairs'])} pairs; "
+            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {int(row['n_pairs'])} pair{'' if int(row['n_pairs']) == 1 else 's'}; "
                          f"{_decision_text(row)}; top heads {row['top_heads']}; {row['cue_position_share']:.0%} of "
                          "the patching effect on the edited tokens")
         lines.append("")
