@@ -102,7 +102,8 @@ def study_summary(
                 lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: no pair moved the prediction enough "
                              "to analyse")
                 continue
-            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {int(row['n_pairs'])} pair{'' if int(row['n_pairs']) == 1 else 's'}; "
+            n_pairs = int(row["n_pairs"])
+            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {n_pairs} pair{'s' * (n_pairs != 1)}; "
                          f"{_decision_text(row)}; top heads {row['top_heads']}; {row['cue_position_share']:.0%} of "
                          "the patching effect on the edited tokens")
         lines.append("")
