@@ -102,6 +102,7 @@ rule figure_circuits:
             "circuits.__init__",
             "circuits.summary",
             "report.figures",
+            "report.tables",
             "report.circuit_figures",
         ),
     output:
@@ -142,6 +143,7 @@ rule figure_attention_pairs:
             "circuits.__init__",
             "circuits.summary",
             "report.figures",
+            "report.tables",
             "report.circuit_figures",
         ),
     output:

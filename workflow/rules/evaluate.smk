@@ -318,7 +318,7 @@ rule study_summary:
         shap=summary_extra_tables()["shap"],
         circuits=summary_extra_tables()["circuits"],
         label_audit=summary_extra_tables()["label_audit"],
-        code=library("evaluate.claims", "report.summary"),
+        code=library("evaluate.claims", "report.tables", "report.summary"),
     output:
         summary=report(
             "results/report/summary.md",

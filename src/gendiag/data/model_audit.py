@@ -220,10 +220,9 @@ def audit_sample(train: pd.DataFrame, max_messages: int | None, seed: int) -> pd
         return train.reset_index(drop=True)
     if max_messages < 2:
         raise ValueError(f"max_messages must be at least 2 (one per label) or null for all; got {max_messages}")
-    shares = train["label"].value_counts(normalize=True).sort_index()
-    take = (shares * max_messages).round().astype(int).clip(lower=1)
-    parts = [train[train["label"] == label].sample(n=min(int(n), int((train["label"] == label).sum())),
-                                                   random_state=seed) for label, n in take.items()]
+    take = (train["label"].value_counts(normalize=True) * max_messages).round().astype(int).clip(lower=1)
+    parts = [group.sample(n=min(int(take[label]), len(group)), random_state=seed)
+             for label, group in train.groupby("label")]
     return pd.concat(parts).sort_index().reset_index(drop=True)
 
 

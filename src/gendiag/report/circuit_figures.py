@@ -36,6 +36,7 @@ from gendiag.report.figures import (
     recipe_colours,
     token_label,
 )
+from gendiag.report.tables import counted
 
 RECIPES = ("specialist", "generalist")
 MODEL_KEYS = ("arch", "recipe", "paradigm")
@@ -157,10 +158,6 @@ def lens_curves(lens: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().sort_values([*MODEL_KEYS, "point"], kind="stable", ignore_index=True)
 
 
-def _pairs(n) -> str:
-    return f"{int(n)} pair" + ("" if int(n) == 1 else "s")
-
-
 def plot_logit_lens(
     lens: pd.DataFrame, stem: str | os.PathLike, recipes: Sequence[str] | None = RECIPES
 ) -> list[Path]:
@@ -204,7 +201,7 @@ def plot_logit_lens(
                 n_layers = int(run["point"].max())
                 decided = "no decision" if point is None else f"decides at {point}/{n_layers}"
                 handles.append(Line2D([], [], color=colours[arch], linewidth=1.6,
-                                      label=f"{arch}: {n_layers} layers, {_pairs(run['n_pairs'].iloc[0])},"
+                                      label=f"{arch}: {n_layers} layers, {counted(run['n_pairs'].iloc[0], 'pair')},"
                                             f" {decided}"))
             ax.axhline(0, color="0.4", linewidth=0.7)
             ax.grid(True, color="0.93", linewidth=0.6)
@@ -403,7 +400,7 @@ def plot_patching_resid(
                 ax.set_yticks(ticks)
                 ax.set_yticklabels(labels)
                 _heatmap_axes(ax)
-                ax.set_title(f"{title} ({_pairs(model['n_pairs'].iloc[0])})")
+                ax.set_title(f"{title} ({counted(model['n_pairs'].iloc[0], 'pair')})")
                 if j == 0:
                     ax.set_ylabel("residual point (layer)")
         if image is not None:

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from gendiag.evaluate.claims import format_finding
+from gendiag.report.tables import counted
 
 FAMILY_TITLES = {
     "recipe": "Training data: generalist vs specialist",
@@ -102,8 +103,7 @@ def study_summary(
                 lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: no pair moved the prediction enough "
                              "to analyse")
                 continue
-            n_pairs = int(row["n_pairs"])
-            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {n_pairs} pair{'s' * (n_pairs != 1)}; "
+            lines.append(f"- {row['arch']}/{row['recipe']}/{row['paradigm']}: {counted(row['n_pairs'], 'pair')}; "
                          f"{_decision_text(row)}; top heads {row['top_heads']}; {row['cue_position_share']:.0%} of "
                          "the patching effect on the edited tokens")
         lines.append("")

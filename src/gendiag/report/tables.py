@@ -217,6 +217,11 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
+def counted(n: Any, noun: str) -> str:
+    """'1 pair', '3 pairs': a count with its noun, as figures and the summary write it."""
+    return f"{int(n)} {noun}" + ("" if int(n) == 1 else "s")
+
+
 def _is_missing(value: Any) -> bool:
     return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
@@ -314,17 +319,16 @@ def with_intervals(df: pd.DataFrame, float_format: str = "{:.3f}") -> pd.DataFra
     """The table as a reader sees it: each metric that has ``{metric}_ci_low`` and ``{metric}_ci_high``
     columns becomes one cell "value [low, high]" and its two bound columns go; a missing value stays
     missing (a missing bound is written as a dash)."""
+    def cell(value: Any) -> str:
+        return _format_cell(value, float_format, "—")
+
     out = df.copy()
     for column in df.columns:
         low, high = f"{column}_ci_low", f"{column}_ci_high"
         if low not in df.columns or high not in df.columns:
             continue
-        out[column] = [
-            None if _is_missing(v)
-            else f"{_format_cell(v, float_format, '—')} [{_format_cell(lo, float_format, '—')}, "
-                 f"{_format_cell(hi, float_format, '—')}]"
-            for v, lo, hi in zip(df[column], df[low], df[high], strict=True)
-        ]
+        out[column] = [None if _is_missing(v) else f"{cell(v)} [{cell(lo)}, {cell(hi)}]"
+                       for v, lo, hi in zip(df[column], df[low], df[high], strict=True)]
         out = out.drop(columns=[low, high])
     return out
 
